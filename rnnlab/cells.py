@@ -1,0 +1,346 @@
+"""Recurrent cells as pure functions of one time step, looked up by name.
+
+A cell is a :class:`Cell`: ``init`` makes its parameters, ``init_carry`` its
+zero state, and ``step(params, carry, x) -> (carry, y)`` advances one time step.
+``step`` is split in two so that the engine can hoist the input projection out
+of the time loop::
+
+    step(params, carry, x) == recur(params, carry, project(params, x))
+
+``project`` is ``x @ w_x + b`` (one matmul for all time steps in the engine);
+``recur`` holds everything that depends on the previous state.
+
+Parameter names (H = hidden size, D = input size, G = number of gate blocks):
+    w_x: (D, G*H)   input kernel, gate blocks side by side
+    w_h: (H, G*H)   recurrent kernel
+    b:   (G*H,)     bias (PyTorch's b_ih + b_hh where both exist)
+    plus a few cell-specific ones documented on each cell.
+Gate order follows PyTorch/cuDNN: LSTM (i, f, g, o), GRU (r, z, n).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab import initializers
+
+Params = dict[str, jax.Array]
+Carry = Any  # an array, or a tuple of arrays (LSTM: (c, h))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """A recurrent cell: pure functions plus the facts the engine needs.
+
+  Attributes:
+    name: registry name.
+    gates: names of the gate blocks in ``w_x``/``w_h``/``b``, in order.
+    recur: ``(params, carry, xp) -> (carry, y)``, xp the projected input (..., G*H).
+    init_carry: ``(params, batch_shape) -> carry`` of zeros.
+    hidden: ``carry -> h``, the hidden state that feeds the next step.
+    with_hidden: ``(carry, h) -> carry`` with h replaced (gradient-flow studies
+      perturb h through it).
+    init_extra: ``(key, params, input_size, hidden_size, **options) -> params``
+      adding cell-specific parameters and bias settings.
+    options: cell-specific keyword options accepted by ``init`` with defaults.
+    defaults: default initialiser names per weight group.
+    doc: the equations.
+  """
+  name: str
+  gates: tuple[str, ...]
+  recur: Callable
+  init_carry: Callable
+  hidden: Callable
+  with_hidden: Callable
+  init_extra: Callable | None = None
+  options: dict = dataclasses.field(default_factory=dict)
+  defaults: dict = dataclasses.field(default_factory=dict)
+  doc: str = ""
+
+  @property
+  def num_gates(self) -> int:
+    return len(self.gates)
+
+  def project(self, params: Params, x: jax.Array) -> jax.Array:
+    """x: (..., D) -> (..., G*H)."""
+    return x @ params["w_x"] + params["b"]
+
+  def step(self, params: Params, carry: Carry, x: jax.Array):
+    """One time step. x: (..., D); carry leaves: (..., H). Returns (carry, y)."""
+    return self.recur(params, carry, self.project(params, x))
+
+  def init(self, key: jax.Array, input_size: int, hidden_size: int, *,
+           dtype=jnp.float32, input_init=None, recurrent_init=None, bias_init=None,
+           **options) -> Params:
+    """Parameters for inputs of size ``input_size`` and a state of ``hidden_size``.
+
+    input_init / recurrent_init / bias_init: initialiser names (see
+    ``initializers.names()``) or callables; ``None`` takes the cell's default.
+    Recurrent and input kernels are initialised one (., H) gate block at a time.
+    """
+    _check_size("input_size", input_size)
+    _check_size("hidden_size", hidden_size)
+    unknown = set(options) - set(self.options)
+    if unknown:
+      raise ValueError(
+          f"Cell {self.name!r} got unknown option(s) {sorted(unknown)}; "
+          f"valid options: {sorted(self.options) or 'none'} and input_init, "
+          "recurrent_init, bias_init, dtype.")
+    opts = {**self.options, **options}
+    h, g = hidden_size, self.num_gates
+    inits = {
+        "input": input_init or self.defaults.get("input", "lecun_normal"),
+        "recurrent": recurrent_init or self.defaults.get("recurrent", "orthogonal"),
+        "bias": bias_init or self.defaults.get("bias", "zeros"),
+    }
+    k_x, k_h, k_b, k_extra = jax.random.split(key, 4)
+    params = {
+        "w_x": _blocks(initializers.get_initializer(inits["input"], hidden_size=h),
+                       k_x, (input_size, h), g, dtype),
+        "w_h": _blocks(initializers.get_initializer(inits["recurrent"], hidden_size=h),
+                       k_h, (h, h), g, dtype),
+        "b": initializers.get_initializer(inits["bias"], hidden_size=h)(k_b, (g * h,), dtype),
+    }
+    if self.init_extra is not None:
+      params = self.init_extra(k_extra, params, input_size, hidden_size, **opts)
+    return params
+
+  def hidden_size(self, params: Params) -> int:
+    return params["w_h"].shape[0]
+
+
+def _check_size(name, value):
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _blocks(init, key, shape, num, dtype):
+  """Concatenates ``num`` independently initialised blocks along the last axis."""
+  keys = jax.random.split(key, num)
+  return jnp.concatenate([init(k, shape, dtype) for k in keys], axis=-1)
+
+
+def _zeros_like_h(params, batch_shape):
+  h = params["w_h"].shape[0]
+  return jnp.zeros((*batch_shape, h), params["w_h"].dtype)
+
+
+def _split(a, n):
+  return jnp.split(a, n, axis=-1)
+
+
+# --- Elman RNN and IRNN -----------------------------------------------------------
+
+def _elman(activation):
+  def recur(params, h, xp):
+    h = activation(xp + h @ params["w_h"])
+    return h, h
+  return recur
+
+
+_identity_carry = dict(
+    init_carry=_zeros_like_h, hidden=lambda c: c, with_hidden=lambda c, h: h)
+
+RNN = Cell(
+    name="rnn", gates=("h",), recur=_elman(jnp.tanh), **_identity_carry,
+    doc="Elman RNN: h_t = tanh(x_t W_x + h_{t-1} W_h + b).")
+
+IRNN = Cell(
+    name="irnn", gates=("h",), recur=_elman(jax.nn.relu), **_identity_carry,
+    defaults={"input": "normal:0.001", "recurrent": "identity", "bias": "zeros"},
+    doc="IRNN (Le, Jaitly & Hinton 2015): h_t = relu(x_t W_x + h_{t-1} W_h + b), "
+        "W_h = I, b = 0, W_x ~ N(0, 0.001^2) at init.")
+
+
+# --- LSTM and its Greff et al. (2017) variants ------------------------------------
+
+_LSTM_DOC = """LSTM (Hochreiter & Schmidhuber 1997, with forget gate; PyTorch gate order):
+    [i, f, g, o] = x_t W_x + h_{t-1} W_h + b        (+ peepholes p_i*c_{t-1}, p_f*c_{t-1})
+    i, f = sigmoid(i), sigmoid(f);  g = tanh(g)
+    c_t = f * c_{t-1} + i * g
+    o = sigmoid(o + p_o * c_t);     h_t = o * tanh(c_t)
+Options: forget_bias (added to b_f at init; Jozefowicz et al. 2015 recommend 1),
+chrono (T_max of chrono init, Tallec & Ollivier 2018: b_f ~ log U[1, T_max-1], b_i = -b_f),
+peepholes (diagonal p_i, p_f, p_o, Gers & Schmidhuber 2000)."""
+
+
+def _lstm_recur(gates, *, coupled=False, input_act=True, output_act=True, fgr=False):
+  """Builds the LSTM step for a gate layout; missing gates are the constant 1."""
+  def recur(params, carry, xp):
+    if fgr:
+      c, h, a_prev = carry
+    else:
+      c, h = carry
+    pre = xp + h @ params["w_h"]
+    if fgr:  # full gate recurrence: previous i, f, o activations feed all gates
+      pre_ifo = a_prev @ params["w_a"]
+      pre = pre + _scatter_ifo(pre_ifo, gates)
+    parts = dict(zip(gates, _split(pre, len(gates))))
+    one = jnp.ones_like(c)
+    f = jax.nn.sigmoid(parts["f"] + params["p_f"] * c if "p_f" in params else parts["f"]) \
+        if "f" in parts else one
+    if "i" in parts:
+      i = jax.nn.sigmoid(parts["i"] + params["p_i"] * c if "p_i" in params else parts["i"])
+    else:
+      i = 1.0 - f if coupled else one
+    g = jnp.tanh(parts["g"]) if input_act else parts["g"]
+    c = f * c + i * g
+    o = jax.nn.sigmoid(parts["o"] + params["p_o"] * c if "p_o" in params else parts["o"]) \
+        if "o" in parts else one
+    h = o * (jnp.tanh(c) if output_act else c)
+    if fgr:
+      return (c, h, jnp.concatenate([i, f, o], axis=-1)), h
+    return (c, h), h
+  return recur
+
+
+def _scatter_ifo(pre_ifo, gates):
+  """Places the (..., 3H) [i, f, o] contribution into the (..., 4H) gate layout."""
+  i, f, o = _split(pre_ifo, 3)
+  return jnp.concatenate([{"i": i, "f": f, "g": jnp.zeros_like(i), "o": o}[n] for n in gates],
+                         axis=-1)
+
+
+def _lstm_carry(fgr=False):
+  def init_carry(params, batch_shape):
+    z = _zeros_like_h(params, batch_shape)
+    return (z, z, jnp.concatenate([z, z, z], axis=-1)) if fgr else (z, z)
+  def with_hidden(carry, h):
+    return (carry[0], h, *carry[2:])
+  return dict(init_carry=init_carry, hidden=lambda c: c[1], with_hidden=with_hidden)
+
+
+def _lstm_init_extra(gates, fgr=False):
+  def init_extra(key, params, input_size, hidden_size, *, forget_bias=1.0, chrono=None,
+                 peepholes=False):
+    h = hidden_size
+    b = dict(zip(gates, _split(params["b"], len(gates))))
+    if "f" in b:
+      if chrono is not None:
+        b_f = initializers.chrono_bias(key, h, chrono, params["b"].dtype)
+        b["f"] = b["f"] + b_f
+        if "i" in b:
+          b["i"] = b["i"] - b_f
+      else:
+        b["f"] = b["f"] + forget_bias
+    elif chrono is not None:
+      raise ValueError("chrono init needs a forget gate; this LSTM variant has none.")
+    params = {**params, "b": jnp.concatenate([b[n] for n in gates])}
+    if peepholes:
+      for n in ("i", "f", "o"):
+        if n in gates:
+          params[f"p_{n}"] = jnp.zeros((h,), params["b"].dtype)
+    if fgr:
+      k = jax.random.fold_in(key, 1)
+      params["w_a"] = _blocks(initializers.orthogonal(), k, (3 * h, h), 3, params["b"].dtype)
+    return params
+  return init_extra
+
+
+def _lstm_cell(name, gates=("i", "f", "g", "o"), doc="", **flags):
+  fgr = flags.get("fgr", False)
+  return Cell(
+      name=name, gates=gates, recur=_lstm_recur(gates, **flags), **_lstm_carry(fgr),
+      init_extra=_lstm_init_extra(gates, fgr),
+      options={"forget_bias": 1.0, "chrono": None, "peepholes": False},
+      doc=(doc + "\n" if doc else "") + _LSTM_DOC)
+
+
+LSTM = _lstm_cell("lstm")
+# Greff et al. 2017, "LSTM: A Search Space Odyssey": one change each.
+LSTM_VARIANTS = [
+    _lstm_cell("lstm_nig", ("f", "g", "o"), "No input gate (i = 1)."),
+    _lstm_cell("lstm_nfg", ("i", "g", "o"), "No forget gate (f = 1)."),
+    _lstm_cell("lstm_nog", ("i", "f", "g"), "No output gate (o = 1)."),
+    _lstm_cell("lstm_niaf", doc="No input activation (g linear).", input_act=False),
+    _lstm_cell("lstm_noaf", doc="No output activation (h = o * c).", output_act=False),
+    _lstm_cell("lstm_cifg", ("f", "g", "o"), "Coupled input and forget gate (i = 1 - f).",
+               coupled=True),
+    _lstm_cell("lstm_fgr", doc="Full gate recurrence: previous i, f, o activations feed "
+               "every gate through w_a (3H, 3H).", fgr=True),
+]
+
+
+# --- GRU (PyTorch / cuDNN convention) and MGU ------------------------------------
+
+def _gru_recur(params, h, xp):
+  hp = h @ params["w_h"]
+  x_r, x_z, x_n = _split(xp, 3)
+  h_r, h_z, h_n = _split(hp, 3)
+  r = jax.nn.sigmoid(x_r + h_r)
+  z = jax.nn.sigmoid(x_z + h_z)
+  n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+  h = (1.0 - z) * n + z * h
+  return h, h
+
+
+def _gru_init_extra(key, params, input_size, hidden_size):
+  return {**params, "b_hn": jnp.zeros((hidden_size,), params["b"].dtype)}
+
+
+GRU = Cell(
+    name="gru", gates=("r", "z", "n"), recur=_gru_recur, **_identity_carry,
+    init_extra=_gru_init_extra,
+    doc="""GRU, PyTorch/cuDNN convention (reset gate applied after the recurrent matmul):
+    r = sigmoid(x W_xr + h W_hr + b_r);  z = sigmoid(x W_xz + h W_hz + b_z)
+    n = tanh(x W_xn + b_n + r * (h W_hn + b_hn))
+    h_t = (1 - z) * n + z * h_{t-1}""")
+
+
+def _mgu_recur(params, h, xp):
+  h_size = h.shape[-1]
+  x_f, x_n = _split(xp, 2)
+  f = jax.nn.sigmoid(x_f + h @ params["w_h"][:, :h_size])
+  n = jnp.tanh(x_n + (f * h) @ params["w_h"][:, h_size:])
+  h = (1.0 - f) * h + f * n
+  return h, h
+
+
+MGU = Cell(
+    name="mgu", gates=("f", "n"), recur=_mgu_recur, **_identity_carry,
+    doc="""Minimal gated unit (Zhou et al. 2016):
+    f = sigmoid(x W_xf + h W_hf + b_f);  n = tanh(x W_xn + (f * h) W_hn + b_n)
+    h_t = (1 - f) * h_{t-1} + f * n""")
+
+
+# --- registry ----------------------------------------------------------------------
+
+_REGISTRY: dict[str, Cell] = {}
+
+
+def register(cell: Cell) -> Cell:
+  """Adds a cell to the registry (a name may be registered once)."""
+  if cell.name in _REGISTRY:
+    raise ValueError(f"Cell {cell.name!r} is already registered.")
+  _REGISTRY[cell.name] = cell
+  return cell
+
+
+for _c in (RNN, IRNN, LSTM, *LSTM_VARIANTS, GRU, MGU):
+  register(_c)
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get_cell(name: str | Cell) -> Cell:
+  """The registered cell called ``name``; an unknown name lists the valid ones."""
+  if isinstance(name, Cell):
+    return name
+  try:
+    return _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"Unknown cell {name!r}. Valid cells: {', '.join(names())}.") from None
+
+
+def init_options(name: str) -> list[str]:
+  """Keyword options that ``get_cell(name).init`` accepts."""
+  cell = get_cell(name)
+  common = [p for p in inspect.signature(Cell.init).parameters if p.endswith("_init")]
+  return sorted(cell.options) + common

@@ -1,0 +1,248 @@
+"""The recurrence engine: one code path that runs any cell over a sequence.
+
+``scan`` runs one layer in one direction; ``Stack`` describes stacked,
+bidirectional, residual layers and ``apply_stack`` runs them. All of it is
+pure JAX and jit-compatible; every option that changes the program
+(``reverse``, ``unroll``, ``remat``, ``return_carries``) is a Python value.
+
+Layout: inputs are batch-major ``(*batch, T, D)`` with any number of batch
+dimensions; internally the work is time-major ``(T, B, .)``. The input
+projection ``x @ w_x + b`` for all T steps is one matmul before the scan.
+
+Variable lengths: give ``lengths`` (*batch,) for right-padded sequences or a
+boolean ``mask`` (*batch, T). At a masked step the carry is held and the output
+is zero, so the final carry is the one after each sequence's last valid step
+and, with ``reverse=True``, the reversed pass starts at each sequence's last
+valid step (padding at the end is skipped, not read first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab import cells as cells_lib
+
+
+def length_mask(lengths: jax.Array, seq_len: int) -> jax.Array:
+  """lengths: (*batch,) ints -> (*batch, T) bool, True at valid (right-padded) steps."""
+  return jnp.arange(seq_len) < jnp.asarray(lengths)[..., None]
+
+
+def _resolve_mask(xs, lengths, mask):
+  if lengths is not None and mask is not None:
+    raise ValueError("Give either lengths or mask, not both.")
+  batch_shape, seq_len = xs.shape[:-2], xs.shape[-2]
+  if lengths is not None:
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != batch_shape:
+      raise ValueError(f"lengths has shape {lengths.shape}; expected the batch shape {batch_shape} "
+                       f"of inputs {xs.shape}.")
+    return length_mask(lengths, seq_len)
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    if mask.shape != (*batch_shape, seq_len):
+      raise ValueError(f"mask has shape {mask.shape}; expected {(*batch_shape, seq_len)} "
+                       f"for inputs {xs.shape}.")
+    return mask.astype(bool)
+  return None
+
+
+def _to_time_major(a, batch_shape):
+  """(*batch, T, ...) -> (T, B, ...)."""
+  b = math.prod(batch_shape)
+  a = a.reshape(b, *a.shape[len(batch_shape):])
+  return jnp.swapaxes(a, 0, 1)
+
+
+def _from_time_major(a, batch_shape):
+  """(T, B, ...) -> (*batch, T, ...)."""
+  a = jnp.swapaxes(a, 0, 1)
+  return a.reshape(*batch_shape, *a.shape[1:])
+
+
+def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=1,
+         remat=False, return_carries=False, perturbation=None):
+  """Runs ``cell`` over ``xs`` for one layer and direction.
+
+  Args:
+    cell: a ``Cell`` or a registered cell name.
+    params: the cell's parameters.
+    xs: (*batch, T, D) inputs.
+    carry: initial carry with leaves (*batch, H); zeros if None.
+    lengths: (*batch,) valid lengths of right-padded sequences, or
+    mask: (*batch, T) bool, True at valid steps (carry held where False).
+    reverse: run from t = T-1 down to 0 (outputs stay aligned with inputs).
+    unroll: steps unrolled per scan iteration (``jax.lax.scan``'s ``unroll``).
+    remat: recompute each step in the backward pass instead of storing it
+      (``jax.checkpoint`` of the scan body): memory O(T * H) for the carries only.
+    return_carries: also return the carry after every step, leaves (*batch, T, H).
+    perturbation: optional (*batch, T, H) added to the hidden state after each
+      step (before it feeds the next step). With zeros it changes nothing, and
+      its gradient is dL/dh_t for every t in one backward pass.
+
+  Returns:
+    (final_carry, ys) or (final_carry, ys, carries); ys: (*batch, T, H), zero at
+    masked steps; final_carry: the carry after each sequence's last valid step.
+  """
+  cell = cells_lib.get_cell(cell)
+  if xs.ndim < 2:
+    raise ValueError(f"xs must be (*batch, T, D); got shape {xs.shape}.")
+  if xs.shape[-1] != params["w_x"].shape[0]:
+    raise ValueError(f"inputs have {xs.shape[-1]} features but the cell's w_x expects "
+                     f"{params['w_x'].shape[0]}.")
+  batch_shape = xs.shape[:-2]
+  mask = _resolve_mask(xs, lengths, mask)
+  if carry is None:
+    carry = cell.init_carry(params, batch_shape)
+  flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
+  carry = jax.tree.map(flat, carry)
+
+  xp = _to_time_major(cell.project(params, xs), batch_shape)  # (T, B, G*H), one matmul
+  inputs = {"xp": xp}
+  if mask is not None:
+    inputs["m"] = _to_time_major(mask, batch_shape)[..., None]
+  if perturbation is not None:
+    inputs["dh"] = _to_time_major(perturbation, batch_shape)
+
+  def body(carry, inp):
+    new_carry, y = cell.recur(params, carry, inp["xp"])
+    if "dh" in inp:
+      h = cell.hidden(new_carry) + inp["dh"]
+      new_carry, y = cell.with_hidden(new_carry, h), h
+    if "m" in inp:
+      m = inp["m"]
+      new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
+      y = jnp.where(m, y, jnp.zeros_like(y))
+    return new_carry, ((y, new_carry) if return_carries else y)
+
+  if remat:
+    body = jax.checkpoint(body)
+  final, out = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+  unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
+  final = jax.tree.map(unflat, final)
+  if return_carries:
+    ys, carries = out
+    carries = jax.tree.map(lambda a: _from_time_major(a, batch_shape), carries)
+    return final, _from_time_major(ys, batch_shape), carries
+  return final, _from_time_major(out, batch_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+  """Static description of a (stacked, bidirectional, residual) recurrent network.
+
+  Attributes:
+    cell: registered cell name.
+    hidden_size: H of every layer (and direction).
+    num_layers: number of stacked layers.
+    bidirectional: each layer runs forward and backward; outputs concatenated (2H).
+    residual: add each layer's input to its output where their sizes agree
+      (all layers but possibly the first).
+    cell_options: keyword options for ``cell.init`` as a tuple of (name, value)
+      pairs (hashable so a Stack can be a static jit argument); see ``make_stack``.
+  """
+  cell: str
+  hidden_size: int
+  num_layers: int = 1
+  bidirectional: bool = False
+  residual: bool = False
+  cell_options: tuple = ()
+
+  @property
+  def directions(self) -> tuple[str, ...]:
+    return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+  @property
+  def output_size(self) -> int:
+    return self.hidden_size * len(self.directions)
+
+
+def make_stack(cell: str, hidden_size: int, num_layers: int = 1, *, bidirectional=False,
+               residual=False, **cell_options) -> Stack:
+  """Validated ``Stack``; ``cell_options`` go to the cell's ``init``."""
+  cells_lib.get_cell(cell)  # fails early on an unknown name
+  cells_lib._check_size("hidden_size", hidden_size)
+  cells_lib._check_size("num_layers", num_layers)
+  return Stack(cell, hidden_size, num_layers, bool(bidirectional), bool(residual),
+               tuple(sorted(cell_options.items())))
+
+
+def init_stack(key: jax.Array, stack: Stack, input_size: int, dtype=jnp.float32):
+  """Parameters: a list over layers of {"fwd": cell params[, "bwd": cell params]}."""
+  cell = cells_lib.get_cell(stack.cell)
+  layers = []
+  size = input_size
+  for layer_key in jax.random.split(key, stack.num_layers):
+    dir_keys = jax.random.split(layer_key, len(stack.directions))
+    layers.append({d: cell.init(k, size, stack.hidden_size, dtype=dtype,
+                                **dict(stack.cell_options))
+                   for d, k in zip(stack.directions, dir_keys)})
+    size = stack.output_size
+  return layers
+
+
+def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
+  """Zero carries, same structure as ``params``: [{"fwd": carry, ...}, ...]."""
+  cell = cells_lib.get_cell(stack.cell)
+  return [{d: cell.init_carry(p, tuple(batch_shape)) for d, p in layer.items()}
+          for layer in params]
+
+
+def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
+                reverse=False, unroll=1, remat=False, return_carries=False,
+                perturbations=None):
+  """Runs the stacked network.
+
+  Args:
+    stack: the ``Stack``; params: from ``init_stack``.
+    xs: (*batch, T, D). lengths / mask: as in ``scan``.
+    carries: initial carries, structure of ``init_carries``; zeros if None.
+    reverse: reverse the direction of every layer (the "bwd" direction of a
+      bidirectional layer then runs forward).
+    perturbations: optional list over layers of {direction: (*batch, T, H)}
+      (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
+    unroll, remat, return_carries: as in ``scan``.
+
+  Returns:
+    (final_carries, ys[, carries]): final carries as in ``init_carries``;
+    ys (*batch, T, output_size) from the last layer; with ``return_carries``,
+    a list over layers of {direction: per-step carries}.
+  """
+  if len(params) != stack.num_layers:
+    raise ValueError(f"params have {len(params)} layers, the stack {stack.num_layers}.")
+  valid = _resolve_mask(xs, lengths, mask)
+  finals, all_carries = [], []
+  h = xs
+  for i, layer in enumerate(params):
+    outs, layer_final, layer_carries = [], {}, {}
+    for d in stack.directions:
+      out = scan(stack.cell, layer[d], h,
+                 carry=None if carries is None else carries[i][d],
+                 mask=valid, reverse=reverse ^ (d == "bwd"), unroll=unroll,
+                 remat=remat, return_carries=return_carries,
+                 perturbation=None if perturbations is None else perturbations[i][d])
+      layer_final[d] = out[0]
+      outs.append(out[1])
+      if return_carries:
+        layer_carries[d] = out[2]
+    y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
+    if stack.residual and y.shape[-1] == h.shape[-1]:
+      y = y + (h if valid is None else jnp.where(valid[..., None], h, 0))
+    h = y
+    finals.append(layer_final)
+    all_carries.append(layer_carries)
+  if return_carries:
+    return finals, h, all_carries
+  return finals, h
+
+
+def last_hidden(stack: Stack, final_carries) -> jax.Array:
+  """The top layer's final hidden state(s), directions concatenated: (*batch, output_size)."""
+  cell = cells_lib.get_cell(stack.cell)
+  top = final_carries[-1]
+  return jnp.concatenate([cell.hidden(top[d]) for d in stack.directions], axis=-1)
