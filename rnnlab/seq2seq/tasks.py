@@ -1,0 +1,368 @@
+"""Seq2seq toy tasks generated on device: ``reverse``, ``sort``, ``addition``.
+
+Same contract as ``rnnlab.tasks`` (``TASKS``, ``task_names``, ``default_config``,
+``validate``, ``make_task``; a Task with ``train_batch``, ``eval_batches``,
+``loss_and_metrics``, ``baseline``, ``describe``) with seq2seq batches:
+
+    src (B, S) int32     source tokens, right-padded with PAD
+    src_len (B,) int32   valid source length (what the encoder reads)
+    tgt_in (B, L) int32  decoder inputs  BOS y_1 .. y_n PAD ..
+    tgt_out (B, L) int32 targets         y_1 .. y_n EOS PAD ..
+    tgt_len (B,) int32   n + 1 (the EOS counts)
+
+Token ids: PAD = 0, EOS = 1. ``reverse`` / ``sort``: BOS = 2, symbols 3 ..
+num_symbols + 2. ``addition`` uses the Flax seq2seq example's character table
+over "0123456789+= " exactly (PAD 0, EOS 1, then the sorted characters: ' ' 2
+(unused), '+' 3, '0'..'9' 4..13, '=' 14), with '=' as the decoder's start
+token: source "a+b" then EOS, decoder input "=sum", target "sum" then EOS. As
+in Flax, the source EOS sits just past the valid length (the encoder reads
+"a+b" only) and the two operands are sorted so the smaller comes first
+(``sort_operands``).
+
+Metrics (``loss_and_metrics``): "loss" = mean cross-entropy over valid target
+positions; "token_accuracy" over valid target positions; "accuracy" = exact
+sequence match (every valid target token right, EOS included); and for every
+source length n: "correct@len{n}" and "frac@len{n}", the fractions of the batch
+that have src_len = n and are exactly right, and that have src_len = n. Their
+ratio is the exact accuracy at length n, and it stays exact when the trainer
+sums the metrics or averages them weighted by batch size (``accuracy_by_length``
+forms it). Predictions are ``outputs["tokens"]`` (decoded)
+when present, else the argmax of ``outputs["logits"]`` (teacher-forced: its exact
+match equals greedy decoding's, since identical inputs give identical outputs).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rnnlab.seq2seq import sequences
+
+PAD, EOS, BOS = 0, 1, 2
+_FIRST_SYMBOL = 3
+# Flax examples/seq2seq CharacterTable('0123456789+= '): ids 2.. for the sorted characters.
+_ADDITION_CHARS = sorted(set("0123456789+= "))
+_ADDITION_IDS = {ch: i + 2 for i, ch in enumerate(_ADDITION_CHARS)}
+_EVAL_STREAM = 2**31 - 1  # fold_in index of the held-out set; training never reaches it
+
+
+def accuracy_by_length(metrics: dict) -> dict[int, float]:
+  """{n: exact accuracy at source length n} from (summed or averaged) metrics;
+  keys may carry a prefix such as "eval/". Lengths that never occurred are left out."""
+  out = {}
+  for key, frac in metrics.items():
+    prefix, sep, n = key.rpartition("frac@len")
+    if sep and float(frac) > 0:
+      out[int(n)] = float(metrics[f"{prefix}correct@len{n}"]) / float(frac)
+  return dict(sorted(out.items()))
+
+
+class Seq2SeqTask:
+  """Shared batching, metrics and description; subclasses define ``_examples``."""
+  output_mode = "seq2seq"
+  model_kind = "seq2seq"
+  on_device = True
+  primary_metric = "accuracy"
+  higher_is_better = True
+  pad_id, eos_id = PAD, EOS
+
+  def __init__(self, cfg, seed: int):
+    self.name = cfg.name
+    self.seed = int(seed)
+    self.eval_size = cfg.eval_size
+
+  # Vocabulary and sizes: subclasses set bos_id, vocab_size, max_src_len,
+  # max_tgt_len and lengths (the src_len values that occur).
+  @property
+  def src_vocab_size(self) -> int:
+    return self.vocab_size
+
+  @property
+  def tgt_vocab_size(self) -> int:
+    return self.vocab_size
+
+  @property
+  def seq_len(self) -> int:
+    return self.max_src_len
+
+  @property
+  def input_size(self) -> int:
+    return self.src_vocab_size
+
+  @property
+  def output_size(self) -> int:
+    return self.tgt_vocab_size
+
+  def train_batch(self, step, batch_size: int) -> dict:
+    """Batch ``step`` of the training stream: a pure function of (seed, step).
+
+    Jitted here (batch_size static) so that eager calls compile once; inside
+    the trainer's jit it is simply inlined.
+    """
+    return self._stream(step, batch_size)
+
+  @functools.cached_property
+  def _stream(self):
+    def batch(step, batch_size):
+      return self._examples(jax.random.fold_in(jax.random.PRNGKey(self.seed), step), batch_size)
+    return jax.jit(batch, static_argnums=1)
+
+  def eval_batches(self, batch_size: int) -> list[dict]:
+    """The fixed held-out set (``eval_size`` examples from their own key), in batches."""
+    data = self._stream(_EVAL_STREAM, self.eval_size)
+    return [jax.tree.map(lambda a: a[i:i + batch_size], data)
+            for i in range(0, self.eval_size, batch_size)]
+
+  def loss_and_metrics(self, outputs: dict, batch: dict):
+    """(loss, metrics); see the module docstring. Pure JAX, jittable."""
+    logits, target, tgt_len = outputs["logits"], batch["tgt_out"], batch["tgt_len"]
+    loss = sequences.token_nll(logits, target, tgt_len)
+    pred = _fit_width(outputs.get("tokens", jnp.argmax(logits, axis=-1)), target.shape[1])
+    valid = sequences.valid_mask(tgt_len, target.shape[1])
+    right = (pred == target) | ~valid
+    exact = jnp.all(right, axis=1)
+    metrics = {"loss": loss,
+               "token_accuracy": jnp.sum(right & valid) / jnp.maximum(jnp.sum(valid), 1),
+               "accuracy": jnp.mean(exact)}
+    for n in self.lengths:
+      at_n = batch["src_len"] == n
+      metrics[f"correct@len{n}"] = jnp.mean(at_n & exact)
+      metrics[f"frac@len{n}"] = jnp.mean(at_n)
+    if "teacher_forcing_prob" in outputs:
+      metrics["teacher_forcing_prob"] = outputs["teacher_forcing_prob"]
+    return loss, metrics
+
+  @property
+  def baseline(self) -> dict[str, float]:
+    """A uniform guess over the target vocabulary: loss ln V, token accuracy 1/V,
+    exact accuracy E[V^-(n+1)] over the answer lengths n."""
+    v = self.tgt_vocab_size
+    return {"loss": math.log(v), "token_accuracy": 1.0 / v,
+            "accuracy": float(sum(p * v ** -float(n + 1) for n, p in self._answer_lengths()))}
+
+  def describe(self) -> str:
+    b = self.baseline
+    return (f"{self._summary()}; source <= {self.max_src_len}, target <= {self.max_tgt_len} "
+            f"tokens, vocab {self.tgt_vocab_size}; uniform-guess loss {b['loss']:.4f}, "
+            f"token accuracy {b['token_accuracy']:.4f}")
+
+  def artifacts(self) -> dict:
+    """Arrays to store with a run: none (everything follows from the config)."""
+    return {}
+
+  def to_text(self, tokens) -> str:
+    """One sequence of ids as text up to the first EOS, PAD dropped (for logging decodes)."""
+    out = []
+    for t in np.asarray(tokens).tolist():
+      if t == EOS:
+        break
+      if t != PAD:
+        out.append(self._token_text(t))
+    return "".join(out)
+
+
+def _fit_width(tokens, width):
+  """Crops or PAD-extends (B, W) predictions to the target width."""
+  tokens = tokens[:, :width]
+  return jnp.pad(tokens, ((0, 0), (0, width - tokens.shape[1])), constant_values=PAD)
+
+
+# --- reverse and sort ---------------------------------------------------------------
+
+class _SymbolTask(Seq2SeqTask):
+  """Source: n ~ U{min_len..seq_len} symbols, i.i.d. uniform; target: f(source)."""
+
+  def __init__(self, cfg, seed):
+    super().__init__(cfg, seed)
+    self.num_symbols = cfg.num_symbols
+    self.min_len = cfg.min_len
+    self.bos_id = BOS
+    self.vocab_size = cfg.num_symbols + _FIRST_SYMBOL
+    self.max_src_len = cfg.seq_len
+    self.max_tgt_len = cfg.seq_len + 1
+    self.lengths = tuple(range(cfg.min_len, cfg.seq_len + 1))
+
+  def _examples(self, key, batch_size):
+    k_len, k_sym = jax.random.split(key)
+    n = jax.random.randint(k_len, (batch_size,), self.min_len, self.max_src_len + 1)
+    sym = jax.random.randint(k_sym, (batch_size, self.max_src_len), 0, self.num_symbols)
+    src = jnp.where(sequences.valid_mask(n, self.max_src_len), sym + _FIRST_SYMBOL, PAD)
+    tgt_in, tgt_out, tgt_len = sequences.decoder_pair(
+        self._target(src, n), n, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    return {"src": src.astype(jnp.int32), "src_len": n.astype(jnp.int32), "tgt_in": tgt_in,
+            "tgt_out": tgt_out, "tgt_len": tgt_len}
+
+  def _answer_lengths(self):
+    p = 1.0 / len(self.lengths)
+    return [(n, p) for n in self.lengths]
+
+  def _token_text(self, t):
+    return f"{t - _FIRST_SYMBOL} " if t >= _FIRST_SYMBOL else "^ "
+
+
+class ReverseTask(_SymbolTask):
+  """Output the source reversed: y = x_n .. x_1."""
+
+  def _target(self, src, n):
+    return sequences.reverse_valid(src, n)
+
+  def _summary(self):
+    return f"reverse {self.min_len}-{self.max_src_len} symbols of {self.num_symbols}"
+
+
+class SortTask(_SymbolTask):
+  """Output the source sorted ascending (ties kept)."""
+
+  def _target(self, src, n):
+    valid = sequences.valid_mask(n, src.shape[1])
+    return jnp.sort(jnp.where(valid, src, jnp.iinfo(jnp.int32).max), axis=1)
+
+  def _summary(self):
+    return f"sort {self.min_len}-{self.max_src_len} symbols of {self.num_symbols}"
+
+
+# --- addition -----------------------------------------------------------------------
+
+class AdditionTask(Seq2SeqTask):
+  """"a+b" -> "=sum", a ~ U{0..10^digits_a - 1}, b ~ U{0..10^digits_b - 1} (Flax example)."""
+
+  def __init__(self, cfg, seed):
+    super().__init__(cfg, seed)
+    self.digits_a, self.digits_b = cfg.digits_a, cfg.digits_b
+    self.sort_operands = cfg.sort_operands
+    self.bos_id = _ADDITION_IDS["="]
+    self.vocab_size = len(_ADDITION_CHARS) + 2
+    self.max_src_len = self.digits_a + self.digits_b + 2  # "a+b" and the EOS after it
+    self.max_tgt_len = max(self.digits_a, self.digits_b) + 2  # sum digits and EOS
+    self.lengths = tuple(range(3, self.digits_a + self.digits_b + 2))
+
+  def _examples(self, key, batch_size):
+    k_a, k_b = jax.random.split(key)
+    a = jax.random.randint(k_a, (batch_size,), 0, 10**self.digits_a)
+    b = jax.random.randint(k_b, (batch_size,), 0, 10**self.digits_b)
+    if self.sort_operands:
+      a, b = jnp.minimum(a, b), jnp.maximum(a, b)
+    width = max(self.digits_a, self.digits_b) + 1
+    zero, one = _ADDITION_IDS["0"], jnp.ones((batch_size,), jnp.int32)
+    da, na = sequences.decimal_digits(a, width)
+    db, nb = sequences.decimal_digits(b, width)
+    plus = jnp.full((batch_size, 1), _ADDITION_IDS["+"])
+    src, n = sequences.pack([(da + zero, na), (plus, one), (db + zero, nb),
+                             (jnp.full((batch_size, 1), EOS), one)], self.max_src_len, PAD)
+    ds, ns = sequences.decimal_digits(a + b, width)
+    tgt_in, tgt_out, tgt_len = sequences.decoder_pair(
+        ds + zero, ns, bos_id=self.bos_id, eos_id=EOS, pad_id=PAD)
+    return {"src": src, "src_len": n - 1, "tgt_in": tgt_in, "tgt_out": tgt_out,
+            "tgt_len": tgt_len}
+
+  def _answer_lengths(self):
+    """Distribution of the number of digits of a + b (sorting does not change it)."""
+    size_a, size_b = 10**self.digits_a, 10**self.digits_b
+    a = np.arange(size_a, dtype=np.int64)
+    below = lambda x: np.minimum(size_b, np.maximum(0, x - a)).sum()  # pairs with a+b < x
+    total, out, prev = size_a * size_b, [], 0
+    for d in range(1, max(self.digits_a, self.digits_b) + 2):
+      cum = below(10**d)
+      out.append((d, (cum - prev) / total))
+      prev = cum
+    return out
+
+  def _token_text(self, t):
+    chars = {i: ch for ch, i in _ADDITION_IDS.items()}
+    return chars.get(t, "_")
+
+  def _summary(self):
+    order = ", smaller operand first" if self.sort_operands else ""
+    return (f"addition a<10^{self.digits_a}, b<10^{self.digits_b} "
+            f"(\"a+b\" -> \"=sum\"{order})")
+
+
+# --- registry and configs -----------------------------------------------------------
+
+TASKS = {"reverse": ReverseTask, "sort": SortTask, "addition": AdditionTask}
+
+
+def task_names() -> list[str]:
+  return sorted(TASKS)
+
+
+def _symbol_config(name):
+  c = ml_collections.ConfigDict()
+  c.name = name             # task registry key
+  c.seq_len = 10            # longest source sequence (the target is one longer: EOS)
+  c.min_len = 1             # shortest source sequence; lengths ~ U{min_len..seq_len}
+  c.num_symbols = 10        # distinct source symbols
+  c.eval_size = 1000        # held-out examples
+  return c
+
+
+def _addition_config(name):
+  c = ml_collections.ConfigDict()
+  c.name = name             # task registry key
+  c.seq_len = None          # source width, derived: digits_a + digits_b + 2 ("a+b", EOS)
+  c.digits_a = 2            # a in [0, 10^digits_a - 1]; REFERENCES/Flax: [0, 99]
+  c.digits_b = 3            # b in [0, 10^digits_b - 1]; REFERENCES/Flax: [0, 999]
+  c.sort_operands = True    # Flax writes the smaller operand first ("min+max")
+  c.eval_size = 1000        # held-out examples
+  return c
+
+
+_CONFIGS = {"reverse": _symbol_config, "sort": _symbol_config, "addition": _addition_config}
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  _check_name(name)
+  return _CONFIGS[name](name)
+
+
+def _check_name(name):
+  if name not in TASKS:
+    raise ValueError(f"Unknown seq2seq task {name!r}; valid: {', '.join(task_names())}.")
+
+
+def _positive_int(cfg, field, minimum=1):
+  value = cfg[field]
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"task.{field} must be an integer >= {minimum} for {cfg.name!r}, "
+                     f"got {value!r}.")
+
+
+def _validate_symbols(cfg):
+  _positive_int(cfg, "seq_len")
+  _positive_int(cfg, "min_len")
+  _positive_int(cfg, "num_symbols", 2)
+  if cfg.min_len > cfg.seq_len:
+    raise ValueError(f"task.min_len={cfg.min_len} exceeds task.seq_len={cfg.seq_len}; "
+                     "need 1 <= min_len <= seq_len.")
+
+
+def _validate_addition(cfg):
+  for field in ("digits_a", "digits_b"):
+    _positive_int(cfg, field)
+    if cfg[field] > 6:  # keeps a + b in int32 and the baseline enumeration small
+      raise ValueError(f"task.{field} must be in [1, 6], got {cfg[field]}.")
+  derived = cfg.digits_a + cfg.digits_b + 2
+  if cfg.seq_len is not None and cfg.seq_len != derived:
+    raise ValueError(f"addition's seq_len is derived (digits_a + digits_b + 2 = {derived}); "
+                     f"leave it None, got {cfg.seq_len}.")
+
+
+_VALIDATORS = {"reverse": _validate_symbols, "sort": _validate_symbols,
+               "addition": _validate_addition}
+
+
+def validate(task_cfg) -> None:
+  """Raises ValueError naming the bad field and what is valid."""
+  _check_name(task_cfg.name)
+  _VALIDATORS[task_cfg.name](task_cfg)
+  _positive_int(task_cfg, "eval_size")
+
+
+def make_task(task_cfg, seed: int) -> Seq2SeqTask:
+  validate(task_cfg)
+  return TASKS[task_cfg.name](task_cfg, seed)
