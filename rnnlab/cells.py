@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -114,9 +115,11 @@ class Cell:
     return params["w_h"].shape[0]
 
 
-def _check_size(name, value):
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+def _check_size(name, value) -> int:
+  """``value`` as an int; NumPy integers (e.g. from array shapes) count as integers."""
+  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
     raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+  return int(value)
 
 
 def _blocks(init, key, shape, num, dtype):

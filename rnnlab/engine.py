@@ -166,8 +166,8 @@ def make_stack(cell: str, hidden_size: int, num_layers: int = 1, *, bidirectiona
                residual=False, **cell_options) -> Stack:
   """Validated ``Stack``; ``cell_options`` go to the cell's ``init``."""
   cells_lib.get_cell(cell)  # fails early on an unknown name
-  cells_lib._check_size("hidden_size", hidden_size)
-  cells_lib._check_size("num_layers", num_layers)
+  hidden_size = cells_lib._check_size("hidden_size", hidden_size)
+  num_layers = cells_lib._check_size("num_layers", num_layers)
   return Stack(cell, hidden_size, num_layers, bool(bidirectional), bool(residual),
                tuple(sorted(cell_options.items())))
 

@@ -35,6 +35,14 @@ def _register(name: str):
   return wrap
 
 
+def _check_matrix(name: str, shape, square: bool = False):
+  """Matrix initialisers fail clearly on a vector (``bias_init="identity"`` would
+  otherwise return a matrix in place of a bias)."""
+  if len(shape) != 2 or (square and shape[0] != shape[1]):
+    kind = "a square (H, H) matrix such as w_h" if square else "a 2-D kernel"
+    raise ValueError(f"The {name!r} initializer needs {kind}; got shape {tuple(shape)}.")
+
+
 def _fans(shape) -> tuple[int, int]:
   """(fan_in, fan_out) of a (fan_in, fan_out) kernel; vectors count as fan_in 1."""
   if len(shape) == 1:
@@ -129,6 +137,7 @@ def lecun_uniform(gain: float = 1.0) -> Initializer:
 def orthogonal(gain: float = 1.0) -> Initializer:
   """A (semi-)orthogonal matrix times gain (Saxe et al. 2014), via QR of a Gaussian."""
   def init(key, shape, dtype=jnp.float32):
+    _check_matrix("orthogonal", shape)
     rows, cols = shape
     a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
     q, r = jnp.linalg.qr(a)
@@ -144,6 +153,7 @@ def identity(scale: float = 1.0) -> Initializer:
   """scale * I (Le, Jaitly & Hinton 2015 use scale 1 for the IRNN)."""
   def init(key, shape, dtype=jnp.float32):
     del key
+    _check_matrix("identity", shape)
     return scale * jnp.eye(*shape, dtype=dtype)
   return init
 
@@ -156,10 +166,17 @@ def spectral(radius: float = 1.0) -> Initializer:
   for vanishing gradients; radius lets a study sweep across that boundary.
   """
   def init(key, shape, dtype=jnp.float32):
-    w = np.asarray(jax.random.normal(key, shape, jnp.float32), dtype=np.float64)
-    rho = np.max(np.abs(np.linalg.eigvals(w)))
-    return jnp.asarray(w * (radius / rho), dtype)
+    _check_matrix("spectral", shape, square=True)
+    w = jax.random.normal(key, shape, jnp.float32)
+    # Eigenvalues in NumPy float64 through a callback: works under jit (Flax's
+    # jitted model.init) on every backend, which jnp.linalg.eigvals does not.
+    rho = jax.pure_callback(_spectral_radius, jax.ShapeDtypeStruct((), jnp.float32), w)
+    return (w * (radius / rho)).astype(dtype)
   return init
+
+
+def _spectral_radius(w) -> np.ndarray:
+  return np.float32(np.max(np.abs(np.linalg.eigvals(np.asarray(w, np.float64)))))
 
 
 def names() -> list[str]:
