@@ -1,0 +1,48 @@
+"""Gating study: tanh RNN, GRU, MGU, LSTM and the Greff et al. (2017) LSTM variants.
+
+    python launch.py --config=configs/gating.py:copy --sweep --workdir=runs/gating_copy --jobs=2
+    python launch.py --config=configs/gating.py:adding --sweep --workdir=runs/gating_adding --jobs=2
+
+Arms: rnn, gru, mgu, lstm and lstm_nig, lstm_nfg, lstm_nog, lstm_niaf, lstm_noaf,
+lstm_cifg, lstm_fgr, plus lstm with peepholes (Greff's vanilla LSTM), at
+increasing lengths, 3 seeds each, Adam 1e-3 with global-norm clipping at 1.
+One run: hidden 32, batch 32, 1000 steps.
+
+Runtime and results: see experiments/gating/README.md once measured.
+"""
+
+from configs import base
+
+TASKS = ("adding", "copy")
+LENGTHS = {"adding": (50, 100), "copy": (10, 30)}
+CELLS = ("rnn", "gru", "mgu", "lstm", "lstm_nig", "lstm_nfg", "lstm_nog", "lstm_niaf",
+         "lstm_noaf", "lstm_cifg", "lstm_fgr")
+
+
+def get_config(arg="copy"):
+  if arg not in TASKS:
+    raise ValueError(f"configs/gating.py takes a task argument, one of {TASKS}; got {arg!r}.")
+  config = base.get_config(arg)
+  config.task.seq_len = LENGTHS[arg][0]
+  config.model.cell = "lstm"
+  config.model.hidden_size = 32
+  config.optim.name = "adam"
+  config.optim.learning_rate = 1e-3
+  config.optim.clip_mode = "global_norm"
+  config.optim.clip_norm = 1.0
+  config.train.batch_size = 32
+  config.train.num_steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  return config.lock()
+
+
+def sweep(add, arg="copy"):
+  for seq_len in LENGTHS[arg]:
+    for cell in CELLS:
+      for seed in range(3):
+        add(**{"task.seq_len": seq_len, "model.cell": cell, "seed": seed})
+    for seed in range(3):
+      add(**{"task.seq_len": seq_len, "model.cell": "lstm",
+             "model.cell_options.peepholes": True, "seed": seed})

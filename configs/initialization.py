@@ -1,0 +1,63 @@
+"""Initialisation study: identity, orthogonal, Glorot, scaled Gaussian; forget bias and chrono.
+
+    python launch.py --config=configs/initialization.py:adding --sweep --workdir=runs/init_adding --jobs=2
+    python launch.py --config=configs/initialization.py:copy --sweep --workdir=runs/init_copy --jobs=2
+
+Arms (Le et al. 2015; Jozefowicz et al. 2015; Tallec & Ollivier 2018):
+  tanh RNN with orthogonal, Glorot-uniform, Gaussian at spectral radius 0.95 and
+  identity recurrent weights; IRNN (ReLU, identity, N(0, 0.001) inputs);
+  LSTM with forget bias 0, forget bias 1 and chrono init (T_max = input length);
+at increasing lengths, 3 seeds each, RMSprop 1e-3 with element-wise clipping at 1
+(Arjovsky et al. 2016's setting). One run: hidden 32, batch 32, 1000 steps.
+
+Runtime and results: see experiments/initialization/README.md once measured.
+"""
+
+from configs import base
+
+TASKS = ("adding", "copy")
+LENGTHS = {"adding": (50, 100, 200), "copy": (10, 20, 50)}
+# (arm name, cell, cell_options overrides)
+ARMS = (
+    ("rnn_orthogonal", "rnn", {"recurrent_init": "orthogonal"}),
+    ("rnn_glorot", "rnn", {"recurrent_init": "glorot_uniform"}),
+    ("rnn_spectral0.95", "rnn", {"recurrent_init": "spectral:0.95"}),
+    ("rnn_identity", "rnn", {"recurrent_init": "identity"}),
+    ("irnn", "irnn", {}),
+    ("lstm_fb0", "lstm", {"forget_bias": 0.0}),
+    ("lstm_fb1", "lstm", {"forget_bias": 1.0}),
+    ("lstm_chrono", "lstm", {"chrono": "T"}),
+)
+
+
+def get_config(arg="adding"):
+  if arg not in TASKS:
+    raise ValueError(f"configs/initialization.py takes a task argument, one of {TASKS}; "
+                     f"got {arg!r}.")
+  config = base.get_config(arg)
+  config.task.seq_len = LENGTHS[arg][0]
+  config.model.cell = "rnn"
+  config.model.hidden_size = 32
+  config.optim.name = "rmsprop"
+  config.optim.learning_rate = 1e-3
+  config.optim.clip_mode = "value"
+  config.optim.clip_norm = 1.0
+  config.train.batch_size = 32
+  config.train.num_steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  return config.lock()
+
+
+def _input_length(task, seq_len):
+  return seq_len + 20 if task == "copy" else seq_len
+
+
+def sweep(add, arg="adding"):
+  for seq_len in LENGTHS[arg]:
+    for _, cell, options in ARMS:
+      opts = {f"model.cell_options.{k}": (float(_input_length(arg, seq_len)) if v == "T" else v)
+              for k, v in options.items()}
+      for seed in range(3):
+        add(**{"task.seq_len": seq_len, "model.cell": cell, **opts, "seed": seed})

@@ -1,0 +1,136 @@
+"""Sweeps: every config's sweep expands; a tiny sweep runs, survives a kill, aggregates."""
+
+import csv
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rnnlab import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch.py")
+
+
+def _module(path):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _sweep_configs():
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+    module = _module(path)
+    if hasattr(module, "sweep"):
+      for arg in getattr(module, "TASKS", (None,)):
+        yield pytest.param(path, arg, id=f"{os.path.basename(path)}:{arg}")
+
+
+@pytest.mark.parametrize("path,arg", list(_sweep_configs()))
+def test_every_config_sweep_expands(path, arg):
+  module = _module(path)
+  config = module.get_config(arg) if arg else module.get_config()
+  runs = sweep.expand(sweep.load_sweep_fn(f"{path}:{arg}" if arg else path), config)
+  seeds = {r.as_dict().get("seed") for r in runs}
+  assert len(seeds) >= 3, "every arm needs at least 3 seeds"
+  assert len({r.name for r in runs}) == len(runs)
+  for run in runs:  # every override is applicable to the locked config
+    c = config.unlock()
+    for k, v in run.overrides:
+      node = c
+      *parents, leaf = k.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = v
+
+
+def test_expand_rejects_unknown_fields_and_duplicates():
+  config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
+  with pytest.raises(ValueError, match="model.cel"):
+    sweep.expand(lambda add: add(**{"model.cel": "gru"}), config)
+  with pytest.raises(ValueError, match="more than once"):
+    sweep.expand(lambda add: [add(seed=1), add(seed=1)], config)
+
+
+TINY = '''
+from configs import base
+
+def get_config():
+  config = base.get_config("adding")
+  config.task.seq_len = 6
+  config.task.eval_size = 16
+  config.model.cell = "rnn"
+  config.model.hidden_size = 4
+  config.train.batch_size = 8
+  config.train.num_steps = 12
+  config.train.log_every = 4
+  config.train.eval_every = 6
+  config.train.checkpoint_every = 6
+  return config.lock()
+
+def sweep(add):
+  for cell in ("rnn", "gru"):
+    add(**{"model.cell": cell, "seed": 0})
+  add(**{"model.cell": "gru", "seed": 1})
+  add(**{"model.cell": "gru", "model.cell_options.recurrent_init": "bogus", "seed": 0})
+'''
+
+
+def _launch(config, root, *extra, **kw):
+  return subprocess.Popen([sys.executable, LAUNCH, f"--config={config}", "--sweep",
+                           f"--workdir={root}", *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def test_tiny_sweep_interrupted_then_completes(tmp_path):
+  config = tmp_path / "tiny.py"
+  config.write_text(TINY)
+  root = tmp_path / "sweep"
+  dry = _launch(config, root, "--dry_run")
+  out, _ = dry.communicate(timeout=120)
+  assert "4 runs." in out and "pending" in out
+
+  proc = _launch(config, root)  # killed (SIGKILL, whole group) after the first run finishes
+  first = root / "cell=rnn,seed=0" / sweep.SUMMARY
+  deadline = time.time() + 300
+  while not first.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+  assert first.exists(), proc.communicate()[0]
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+
+  again = _launch(config, root, "--jobs=2")
+  out, _ = again.communicate(timeout=600)
+  assert again.returncode == 1, out  # one run fails on purpose
+  assert "1 already done" in out
+  with open(root / "cell=rnn,seed=0" / "log.txt") as f:
+    assert f.read().count("$ ") == 1, "a finished run must not run again"
+
+  with open(root / sweep.RESULTS) as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert set(rows) == {"cell=rnn,seed=0", "cell=gru,seed=0", "cell=gru,seed=1",
+                       "cell=gru,recurrent_init=bogus,seed=0"}
+  bad = rows.pop("cell=gru,recurrent_init=bogus,seed=0")
+  assert bad["status"] == "failed" and "bogus" in bad["error"]
+  assert json.loads((root / "cell=gru,recurrent_init=bogus,seed=0" / sweep.FAILED).read_text())
+  for name, row in rows.items():
+    assert row["status"] == "done", name
+    summary = json.loads((root / name / sweep.SUMMARY).read_text())
+    assert float(row["final"]) == pytest.approx(summary["final"][summary["primary_metric"]])
+    assert row["metric"] == "eval/loss" and float(row["baseline"]) == pytest.approx(1 / 6)
+  text = (root / sweep.SUMMARY_MD).read_text()
+  assert "cell=gru" in text and "2 / 0" in text  # the gru arm: two seeds done, none failed
+  assert (root / "model_cell.png").exists()
+
+  # Re-aggregation alone reproduces the table; a third start runs nothing new.
+  (root / sweep.RESULTS).unlink()
+  agg = _launch(config, root, "--aggregate")
+  out, _ = agg.communicate(timeout=120)
+  assert (root / sweep.RESULTS).exists(), out
