@@ -1,0 +1,91 @@
+"""Defaults every training config shares; an experiment config changes a few fields.
+
+Not a config to run by itself: ``get_config(task)`` returns the unlocked
+ConfigDict for ``task`` that configs/<experiment>.py edit and then lock. Every
+field can be overridden on the command line (``--config.optim.learning_rate=3e-4``);
+a field that is None takes the documented default.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from rnnlab import tasks
+
+
+def cell_options() -> ml_collections.ConfigDict:
+  """Keyword options of the cell's init; None = the cell's own default.
+
+  An option the chosen cell does not take (forget_bias on a GRU) is an error
+  when it is set. tests/test_configs.py checks these are exactly the options
+  the registered cells accept.
+  """
+  c = ml_collections.ConfigDict()
+  c.forget_bias = config_dict.placeholder(float)   # LSTMs: added to b_f at init (default 1)
+  c.chrono = config_dict.placeholder(float)        # LSTMs: chrono init's T_max (Tallec 2018)
+  c.peepholes = config_dict.placeholder(bool)      # LSTMs: diagonal peepholes (default False)
+  c.input_init = config_dict.placeholder(str)      # w_x initialiser, e.g. "normal:0.001"
+  c.recurrent_init = config_dict.placeholder(str)  # w_h initialiser, e.g. "spectral:0.95"
+  c.bias_init = config_dict.placeholder(str)       # b initialiser, e.g. "zeros"
+  return c
+
+
+def model() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.kind = "classifier"           # rnnlab.models kind; "classifier": stack + dense readout
+  m.cell = "lstm"                 # rnnlab.cells.names(): rnn, irnn, lstm(_*), gru, mgu
+  m.hidden_size = 128             # H per layer and direction
+  m.num_layers = 1                # stacked recurrent layers
+  m.bidirectional = False         # each layer also reads backwards (outputs concatenated)
+  m.residual = False              # add a layer's input to its output where sizes agree
+  m.cell_options = cell_options() # per-cell init options; None = cell default
+  m.unroll = 1                    # time steps unrolled per scan iteration (speed only)
+  m.remat = False                 # recompute steps in the backward pass (less memory)
+  return m
+
+
+def optim() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "adam"                 # sgd | momentum | adam | adamw | rmsprop
+  o.learning_rate = 1e-3          # base learning rate (times the schedule's factor)
+  # Optimizer options: None = Optax's default; one the optimizer does not read is an error.
+  o.momentum = config_dict.placeholder(float)      # momentum (default 0.9), rmsprop (none)
+  o.nesterov = config_dict.placeholder(bool)       # momentum: Nesterov (default False)
+  o.b1 = config_dict.placeholder(float)            # adam(w): first-moment decay (0.9)
+  o.b2 = config_dict.placeholder(float)            # adam(w): second-moment decay (0.999)
+  o.eps = config_dict.placeholder(float)           # adam(w), rmsprop: epsilon (1e-8)
+  o.decay = config_dict.placeholder(float)         # rmsprop: squared-gradient decay (0.9)
+  o.centered = config_dict.placeholder(bool)       # rmsprop: centred variant (False)
+  o.weight_decay = config_dict.placeholder(float)  # adamw: decoupled weight decay (1e-4)
+  # Gradient clipping, applied before the optimizer.
+  o.clip_mode = "global_norm"     # global_norm (Pascanu et al. 2013) | value | adaptive | none
+  o.clip_norm = 1.0               # threshold c: of the global norm, |element| or unit ratio
+  # Learning-rate schedule: lr_t = learning_rate * factor(t).
+  o.schedule = "constant"         # constant | warmup | cosine | warmup_cosine | step
+  o.warmup_steps = 0              # warmup, warmup_cosine: linear ramp (t+1)/W over W steps
+  o.final_lr_factor = config_dict.placeholder(float)  # (warmup_)cosine: factor at the end (0)
+  o.decay_every = config_dict.placeholder(int)        # step: decay every this many steps
+  o.decay_rate = config_dict.placeholder(float)       # step: factor per decay (e.g. 0.1)
+  return o
+
+
+def train() -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.batch_size = 64               # training sequences per step
+  t.num_steps = 2000              # optimisation steps
+  t.eval_batch_size = config_dict.placeholder(int)  # held-out batch size; None = batch_size
+  t.log_every = 100               # train metrics and gradient statistics (0 = only the last step)
+  t.eval_every = 500              # evaluation on the task's held-out set (0 = only the last step)
+  t.checkpoint_every = 500        # Orbax checkpoint (0 = only at the end); a rerun resumes here
+  t.keep_checkpoints = 2          # newest checkpoints kept
+  return t
+
+
+def get_config(task: str) -> ml_collections.ConfigDict:
+  """The shared defaults for ``task`` (unlocked: the experiment edits, then locks)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0                               # fixes init, data and every random draw
+  config.task = tasks.default_config(task)      # task fields: see rnnlab.tasks.default_config
+  config.model = model()                        # the network (rnnlab.models)
+  config.optim = optim()                        # optimizer, schedule, clipping (rnnlab.optim)
+  config.train = train()                        # batch, steps, logging and checkpoint periods
+  return config

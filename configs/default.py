@@ -1,0 +1,32 @@
+"""The quickstart: LSTM (64 units) learns the adding problem at T=50 in a few minutes on a CPU.
+
+    python launch.py --config=configs/default.py --workdir=runs/default
+
+Task: adding problem, T=50 (see configs/adding.py): the MSE of always
+predicting 1 is 1/6 = 0.1667.
+
+Runtime on a 2-core CPU: about 1 minute (measured 45-53 s of training at ~50 steps/s
+on a busy 2-core machine, plus ~5 s of start-up).
+Result (measured, eval MSE on 1000 held-out sequences, baseline 0.1667): seed 0: 0.0089 at
+step 250, 0.00077 at step 1000, 0.0014 at the end (best 0.00056); seeds 1 and 2 end at
+0.00028 and 0.00021. The LSTM solves it; the summary line says "beats the baseline".
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config("adding")
+  config.task.seq_len = 50               # T: long enough to need memory, short enough for a laptop
+  config.model.cell = "lstm"             # forget bias 1 (the cell's default)
+  config.model.hidden_size = 64
+  config.optim.name = "adam"
+  config.optim.learning_rate = 3e-3
+  config.optim.clip_mode = "global_norm"
+  config.optim.clip_norm = 1.0
+  config.train.batch_size = 64
+  config.train.num_steps = 2000
+  config.train.log_every = 100
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250    # a killed run loses at most 250 steps
+  return config.lock()

@@ -1,0 +1,93 @@
+r"""Trains one experiment: parse flags, validate, call the library.
+
+    python launch.py --config=configs/adding.py --workdir=runs/adding \
+        --config.model.cell=gru --config.task.seq_len=200
+
+Every setting is a field of the config file (``get_config()``) and can be
+overridden with ``--config.<field>=<value>``; a misspelt field is an error.
+Running the same command again resumes from the last checkpoint in
+``--workdir``; a workdir that holds a run with a different config is refused
+unless ``--overwrite`` is given (which deletes that run). With ``--sweep``
+the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweep.py)::
+
+    python launch.py --config=configs/gating.py:copy --sweep --workdir=runs/gating --jobs=2
+
+Exit codes: 0 done, 1 the run stopped (damaged checkpoint, NaN/Inf, config
+mismatch), 2 bad flags or config values.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/adding.py.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "Where the run writes its outputs and resumes from.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Delete the run already in --workdir (checkpoints, metrics) and start afresh.")
+_SWEEP = flags.DEFINE_bool(
+    "sweep", False,
+    "Run every run of the config file's sweep(add), each in --workdir/<run name>; finished "
+    "runs are skipped, interrupted ones resume. Writes results.csv and summary.md.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "With --sweep: list the runs and their status, run nothing.")
+_JOBS = flags.DEFINE_integer(
+    "jobs", 1, "With --sweep: how many runs execute at once (one process each).")
+_AGGREGATE = flags.DEFINE_bool(
+    "aggregate", False, "With --sweep: only re-aggregate the finished runs in --workdir.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse(argv):
+  """Flag parsing that turns a misspelt or mistyped field into one line, not a traceback."""
+  try:
+    rest = flags.FLAGS(argv)
+    _CONFIG.value.get("seed")  # a config file that failed to load reports it here
+    return rest
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as err:
+    message = err.args[0] if err.args else err
+    while isinstance(message, Exception) and message.args:  # ml_collections nests KeyErrors
+      message = message.args[0]
+    message = str(message)
+    print(f"Bad flags: {message}\nSee the config file for the valid fields "
+          f"(python {argv[0]} --helpfull lists the flags).", file=sys.stderr)
+    sys.exit(2)
+
+
+def _sweep() -> int:
+  from rnnlab import sweep  # pylint: disable=g-import-not-at-top
+  passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  try:
+    return sweep.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
+                      jobs=_JOBS.value, dry_run=_DRY_RUN.value, aggregate_only=_AGGREGATE.value,
+                      passthrough=passthrough)
+  except ValueError as err:
+    print(f"Invalid sweep: {err}", file=sys.stderr)
+    return 2
+
+
+def main(argv):
+  del argv
+  if _SWEEP.value:
+    return _sweep()
+  logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
+  from rnnlab import train  # pylint: disable=g-import-not-at-top (after flags: fast --help)
+  from rnnlab.errors import InvalidConfigError, RunError  # pylint: disable=g-import-not-at-top
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  except InvalidConfigError as err:
+    print(f"Invalid config: {err}", file=sys.stderr)
+    return 2
+  except RunError as err:
+    print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse)

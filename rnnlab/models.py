@@ -1,0 +1,147 @@
+"""Models by kind: ``config.model.kind`` -> how to init and apply the network.
+
+A model kind is two pure functions and a validator; the task computes the
+loss from the outputs, so the trainer never assumes the model is a stack::
+
+    init(key, task, model_cfg) -> params
+    apply(params, batch, *, task, model_cfg, train: bool, rng, step) -> outputs
+    validate(model_cfg)        -> None, or ValueError saying what is wrong
+
+``outputs`` is (B, task.output_size) when ``task.output_mode == "last"`` and
+(B, T, task.output_size) when it is ``"all"``.
+
+Kind ``"classifier"``: a recurrent stack (``rnnlab.engine``, any registered
+cell, stacked, bidirectional and residual optional) and a dense readout
+
+    y = h W_out + b_out
+
+of the top layer's hidden state at each sequence's last valid step ("last":
+many-to-one classification or regression) or at every step ("all":
+many-to-many). Parameters::
+
+    {"layers": [{"fwd": cell params, ["bwd": ...]}, ...],   # engine.init_stack
+     "readout": {"kernel": (H_out, O), "bias": (O,)}}        # H_out = H * directions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab import cells, engine, initializers
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  """What a model kind provides (see the module docstring)."""
+  init: Callable
+  apply: Callable
+  validate: Callable
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register(name: str, kind: ModelKind) -> ModelKind:
+  """Adds a model kind (a name may be registered once)."""
+  if name in _KINDS:
+    raise ValueError(f"Model kind {name!r} is already registered.")
+  _KINDS[name] = kind
+  return kind
+
+
+def names() -> list[str]:
+  return sorted(_KINDS)
+
+
+def get_model(name: str) -> ModelKind:
+  """The registered kind called ``name``; an unknown name lists the valid ones."""
+  if name not in _KINDS:
+    raise ValueError(f"Unknown model.kind {name!r}. Valid kinds: {', '.join(names())}.")
+  return _KINDS[name]
+
+
+def validate(model_cfg):
+  """Checks ``config.model`` before anything is built: the kind, then its own checks."""
+  kind = get_model(model_cfg.kind)
+  try:
+    kind.validate(model_cfg)
+  except ValueError as err:
+    raise ValueError(f"model ({model_cfg.kind}): {err}") from err
+
+
+# --- cell options -------------------------------------------------------------------
+
+def cell_option_names() -> list[str]:
+  """Every option some registered cell's ``init`` accepts (``config.model.cell_options``)."""
+  return sorted({o for n in cells.names() for o in cells.init_options(n)})
+
+
+def cell_options(model_cfg) -> dict:
+  """The options that are set; None means the cell's default and is left out."""
+  return {k: v for k, v in model_cfg.cell_options.items() if v is not None}
+
+
+def _validate_cell_options(model_cfg):
+  """Options the chosen cell does not take, and initialiser names, fail here."""
+  cell = cells.get_cell(model_cfg.cell)
+  opts = cell_options(model_cfg)
+  valid = cells.init_options(cell.name)
+  wrong = sorted(set(opts) - set(valid))
+  if wrong:
+    raise ValueError(
+        f"model.cell_options {wrong} do not apply to cell {cell.name!r}; it takes "
+        f"{', '.join(valid)}. Leave the others None.")
+  init_args = [p for p in inspect.signature(cells.Cell.init).parameters if p.endswith("_init")]
+  for name in init_args:
+    if name in opts:
+      initializers.get_initializer(opts[name])
+
+
+# --- the classifier -------------------------------------------------------------------
+
+def _stack(model_cfg) -> engine.Stack:
+  return engine.make_stack(model_cfg.cell, model_cfg.hidden_size, model_cfg.num_layers,
+                           bidirectional=model_cfg.bidirectional, residual=model_cfg.residual,
+                           **cell_options(model_cfg))
+
+
+def _validate_classifier(model_cfg):
+  cells.get_cell(model_cfg.cell)
+  _stack(model_cfg)  # sizes must be positive integers
+  if not isinstance(model_cfg.unroll, int) or model_cfg.unroll < 1:
+    raise ValueError(f"model.unroll must be an integer >= 1, got {model_cfg.unroll!r}.")
+  _validate_cell_options(model_cfg)
+
+
+def _classifier_init(key, task, model_cfg):
+  stack = _stack(model_cfg)
+  k_rnn, k_out = jax.random.split(key)
+  kernel = initializers.get_initializer("lecun_normal")(
+      k_out, (stack.output_size, task.output_size), jnp.float32)
+  return {"layers": engine.init_stack(k_rnn, stack, task.input_size),
+          "readout": {"kernel": kernel, "bias": jnp.zeros((task.output_size,), jnp.float32)}}
+
+
+def _classifier_apply(params, batch, *, task, model_cfg, train, rng, step, perturbations=None):
+  """batch["x"]: (B, T, D), optional "lengths" (B,) or "mask" (B, T).
+
+  Returns (B, O) for output_mode "last", (B, T, O) for "all". ``perturbations``
+  (see ``engine.apply_stack``) lets gradient-flow studies take dL/dh_t.
+  """
+  del train, rng, step  # deterministic: no dropout
+  stack = _stack(model_cfg)
+  finals, ys = engine.apply_stack(stack, params["layers"], batch["x"],
+                                  lengths=batch.get("lengths"), mask=batch.get("mask"),
+                                  unroll=model_cfg.unroll, remat=model_cfg.remat,
+                                  perturbations=perturbations)
+  features = engine.last_hidden(stack, finals) if task.output_mode == "last" else ys
+  return features @ params["readout"]["kernel"] + params["readout"]["bias"]
+
+
+CLASSIFIER = register("classifier", ModelKind(
+    init=_classifier_init, apply=_classifier_apply, validate=_validate_classifier))

@@ -1,0 +1,293 @@
+"""The training loop: outputs, exact resume after SIGKILL, NaN guard, refusals."""
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from configs import adding, base
+from rnnlab import checkpoint, config_utils, metrics_io, models, train
+from rnnlab.errors import CheckpointError, ConfigMismatchError, InvalidConfigError, NonFiniteError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 8
+# Rows at steps 1, 2, 4, 6, 8 (log), eval at 4 and 8, checkpoints at 3, 6 and 8.
+TINY = {"task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4, "train.batch_size": 4,
+        "train.num_steps": N, "train.log_every": 2, "train.eval_every": 4,
+        "train.checkpoint_every": 3, "train.keep_checkpoints": 3}
+
+
+def tiny_config(**changes):
+  return config_utils.override(adding.get_config(), {**TINY, **changes})
+
+
+def quiet(line):
+  del line
+
+
+def rows(workdir):
+  """metrics.jsonl without the timing fields (which differ between any two runs)."""
+  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
+          for r in metrics_io.read_rows(os.path.join(workdir, metrics_io.METRICS))]
+
+
+def final_state(config, workdir):
+  template = train.init_state(train.build(config))
+  ckpt = checkpoint.Checkpointer(workdir, 3)
+  try:
+    return ckpt.restore(template)
+  finally:
+    ckpt.close()
+
+
+def tb_events(workdir):
+  """Every event in the workdir's TensorBoard files: (step, {tag: value}, session_log status)."""
+  metrics_io._summary_writer_class()  # pylint: disable=protected-access (tensorboardX sans torch)
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  events = []
+  for name in sorted(os.listdir(workdir)):
+    if name.startswith("events.out.tfevents"):
+      with open(os.path.join(workdir, name), "rb") as f:
+        data = f.read()
+      i = 0
+      while i < len(data):  # records: length (8 bytes), crc (4), event, crc (4)
+        n = struct.unpack("<Q", data[i:i + 8])[0]
+        event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+        status = event_pb2.SessionLog.SessionStatus.Name(event.session_log.status)
+        events.append((event.step, {v.tag: v.simple_value for v in event.summary.value}, status))
+        i += 16 + n
+  return events
+
+
+def assert_same_state(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """Subprocess environment; all runs of the tiny config share one disk cache of compiled
+  programs, so only the first one compiles."""
+  return {**os.environ, "PYTHONPATH": REPO,
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jit")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def launch(workdir, env):
+  flags = [f"--config.{k}={v}" for k, v in TINY.items()]
+  return subprocess.run([sys.executable, "launch.py", "--config=configs/adding.py",
+                         f"--workdir={workdir}", *flags], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+  """An uninterrupted tiny run, the README's way: (workdir, summary, console lines)."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  out = launch(workdir, env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return workdir, json.load(f), out.stdout.strip().splitlines()
+
+
+def test_classifier_reads_out_at_the_last_valid_step_or_at_every_step():
+  """Padded sequences (lengths 5, 2, 4) give what each sequence gives unpadded.
+
+  Two bidirectional layers: the forward direction is the unidirectional model.
+  """
+  cfg = base.model()
+  cfg.update({"cell": "gru", "hidden_size": 3, "num_layers": 2, "bidirectional": True})
+  kind = models.get_model("classifier")
+  last = types.SimpleNamespace(input_size=2, output_size=4, output_mode="last")
+  every = types.SimpleNamespace(input_size=2, output_size=4, output_mode="all")
+  params = kind.init(jax.random.PRNGKey(0), last, cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 2))
+  lengths = np.array([5, 2, 4])
+  apply = lambda task, batch: np.asarray(kind.apply(params, batch, task=task, model_cfg=cfg,
+                                                    train=False, rng=None, step=0))
+  out_last = apply(last, {"x": x, "lengths": lengths})
+  out_all = apply(every, {"x": x, "lengths": lengths})
+  assert out_last.shape == (3, 4) and out_all.shape == (3, 5, 4)
+  for i, n in enumerate(lengths):
+    alone = {"x": x[i:i + 1, :n]}
+    np.testing.assert_allclose(out_last[i], apply(last, alone)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_all[i, :n], apply(every, alone)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_itstime():
+  at = lambda every, first=False: [s for s in range(1, 11) if train.itstime(s, every, 10, first)]
+  assert at(3) == [3, 6, 9, 10]
+  assert at(5, first=True) == [1, 5, 10]
+  assert at(0) == [10] and at(20) == [10]
+
+
+def test_workdir_outputs(reference):
+  workdir, summary, lines = reference
+  assert lines[0].startswith("adding T=6") and "steps 0->8" in lines[0]
+  assert re.match(r"step 1/8 \| train/loss .* 1 step\(s\) in .*s incl\. compilation$", lines[1])
+  assert re.match(r"step 2/8 \| train/loss .* \| [\d.]+ steps/s, ETA 0m\d\ds$", lines[2])
+  assert lines[-1].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-1]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f) == config_utils.resolved(tiny_config())
+  got = rows(workdir)
+  assert [r["step"] for r in got] == [1, 2, 4, 6, 8]
+  for name in ("train/loss", "grad/norm", "grad/clipped", "grad/clipped_frac",
+               "optim/learning_rate", "task/baseline", "grad/norm/layers_0/fwd/w_h",
+               "param/norm/layers_0/fwd/b", "update/norm/readout/kernel"):
+    assert all(name in r for r in got), name
+  assert [r["step"] for r in got if "eval/loss" in r] == [4, 8]
+  assert got[0]["task/baseline"] == pytest.approx(1 / 6)
+  assert all(r["grad/clipped"] in (0.0, 1.0) for r in got)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6", "8"]
+  scalars = {(step, tag): v for step, values, _ in tb_events(workdir) for tag, v in values.items()}
+  assert scalars[8, "train/loss"] == pytest.approx(got[-1]["train/loss"], rel=1e-6)
+  assert scalars[4, "eval/loss"] == pytest.approx(got[2]["eval/loss"], rel=1e-6)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f) == summary
+  assert summary["steps"] == N and summary["primary_metric"] == "eval/loss"
+  assert summary["final"]["eval/loss"] == got[-1]["eval/loss"]
+  assert summary["beats_baseline"] == (summary["final"]["eval/loss"] < 1 / 6)
+
+
+def test_a_restored_state_has_the_signature_of_a_fresh_one(reference):
+  """Same avals, weak types too: a resumed run reuses the same program (no recompile)."""
+  fresh = train.init_state(train.build(tiny_config()))
+  restored = final_state(tiny_config(), reference[0])
+  signature = lambda state: [(a.shape, a.dtype, a.aval.weak_type) for a in jax.tree.leaves(state)]
+  assert signature(restored) == signature(fresh)
+  assert int(restored.step) == N
+
+
+def test_sigkill_then_same_command_resumes_exactly(reference, env, tmp_path):
+  """A real SIGKILL right after the (asynchronous) checkpoint of step 6, then launch.py."""
+  workdir = str(tmp_path / "run")
+  script = (
+      "import json, os, signal, sys\n"
+      "from configs import adding\n"
+      "from rnnlab import config_utils, train\n"
+      "config = config_utils.override(adding.get_config(), json.loads(sys.argv[2]))\n"
+      "def kill(step, state):\n"
+      "  if step == 6:\n"
+      "    os.kill(os.getpid(), signal.SIGKILL)\n"
+      "train.train_and_evaluate(config, sys.argv[1], hooks=[kill])\n")
+  killed = subprocess.run([sys.executable, "-c", script, workdir, json.dumps(TINY)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+  resumed = launch(workdir, env)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  lines = resumed.stdout.strip().splitlines()
+  assert lines[0].startswith("Resuming from the checkpoint of step")
+  assert lines[1].startswith("adding T=6") and "->8" in lines[1]
+  assert re.match(r"step [468]/8 \| train/loss .* incl\. compilation$", lines[2])
+  assert lines[-1].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-1]
+  assert rows(workdir) == rows(reference[0])
+  assert_same_state(final_state(tiny_config(), workdir), final_state(tiny_config(), reference[0]))
+  resumed_at = int(lines[0].split("step ")[1].split(" ")[0])
+  assert (resumed_at + 1, {}, "START") in tb_events(workdir)  # TensorBoard purges later events
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  """lr 1e30: step 1 is finite (checkpointed), step 2's loss overflows."""
+  config = tiny_config(**{"optim.name": "sgd", "optim.learning_rate": 1e30,
+                          "train.checkpoint_every": 1, "train.log_every": 1})
+  workdir = str(tmp_path)
+  traces = []
+  real_step = train.train_step
+  monkeypatch.setattr(train, "train_step", lambda *a: traces.append(1) or real_step(*a))
+  with pytest.raises(NonFiniteError, match=r"NaN/Inf at step 2\. .*last good checkpoint is "
+                     r"step 1 in .*checkpoints/1"):
+    train.train_and_evaluate(config, workdir, console=quiet)
+  assert len(traces) == 1  # the state after a step has the signature of the one before
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+  state = final_state(config, workdir)
+  assert int(state.step) == 1
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(state))
+  assert [r["step"] for r in rows(workdir)] == [1]
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(reference, tmp_path):
+  workdir = str(tmp_path)
+  shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
+  with pytest.raises(ConfigMismatchError, match=r"different config \(model.hidden_size: 4 -> 8; "
+                     r"optim.learning_rate: 0.001 -> 0.01\).*--overwrite"):
+    train.train_and_evaluate(tiny_config(**{"model.hidden_size": 8, "optim.learning_rate": 1e-2}),
+                             workdir, console=quiet)
+  config_utils.prepare_workdir(tiny_config(**{"model.hidden_size": 8}), workdir, overwrite=True)
+  assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_finished_run_started_again_only_reports(reference, tmp_path):
+  workdir = str(tmp_path)
+  shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
+  lines = []
+  summary = train.train_and_evaluate(tiny_config(), workdir, console=lines.append)
+  assert summary["final"] == reference[1]["final"] and rows(workdir) == rows(reference[0])
+  assert lines[-1].startswith("Done: adding T=6")
+
+
+def test_incompatible_checkpoint_gives_one_paragraph(reference, tmp_path):
+  """Checkpoints of a hidden-4 model under a hidden-8 config.json: CheckpointError, no traceback."""
+  workdir = str(tmp_path)
+  shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
+  config = tiny_config(**{"model.hidden_size": 8})
+  metrics_io.write_json(os.path.join(workdir, "config.json"), config_utils.resolved(config))
+  with pytest.raises(CheckpointError) as err:
+    train.train_and_evaluate(config, workdir, console=quiet)
+  message = str(err.value)
+  assert "Cannot resume from the checkpoint of step 8" in message
+  assert "different model or optimizer configuration" in message and "\n" not in message
+
+
+def test_damaged_checkpoint_gives_one_paragraph(reference, tmp_path):
+  workdir = str(tmp_path)
+  shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
+    for name in files:
+      if name != "_CHECKPOINT_METADATA":
+        open(os.path.join(root, name), "w").close()
+  with pytest.raises(CheckpointError, match="Cannot resume from the checkpoint of step 8"):
+    train.train_and_evaluate(tiny_config(), workdir, console=quiet)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model.cell": "lstn"}, "Unknown cell 'lstn'. Valid cells: gru, irnn, lstm"),
+    ({"model.kind": "transformer"}, "Unknown model.kind 'transformer'. Valid kinds: classifier"),
+    ({"model.num_layers": 0}, "num_layers must be a positive integer"),
+    ({"model.cell": "gru", "model.cell_options.forget_bias": 2.0},
+     r"model.cell_options \['forget_bias'\] do not apply to cell 'gru'"),
+    ({"model.cell_options.recurrent_init": "orthogonl"}, "Unknown initializer 'orthogonl'"),
+    ({"model.cell_options.chrono": 2.0}, "chrono init needs t_max > 2"),
+    ({"task.seq_len": 1}, "seq_len must be an integer >= 2"),
+    ({"train.batch_size": 0}, "train.batch_size must be an integer >= 1"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints must be an integer >= 1"),
+    ({"optim.name": "adagrad"}, "Unknown optim.name 'adagrad'"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*31\)"),
+])
+def test_bad_values_are_rejected_before_anything_is_written(tmp_path, changes, message):
+  workdir = str(tmp_path / "run")
+  with pytest.raises(InvalidConfigError, match=message):
+    train.train_and_evaluate(tiny_config(**changes), workdir, console=quiet)
+  assert not os.path.exists(workdir)
+  assert issubclass(InvalidConfigError, ValueError)
+
+
+@pytest.mark.slow
+def test_lstm_solves_adding_at_T100(tmp_path):
+  """configs/adding.py (LSTM 128, T=100) for 1500 steps ends far below the baseline 1/6.
+
+  A few minutes on a 2-core CPU; the config's docstring has the curve (0.0009 at 1500).
+  """
+  config = config_utils.override(adding.get_config(), {"train.num_steps": 1500})
+  summary = train.train_and_evaluate(config, str(tmp_path), console=quiet)
+  assert summary["beats_baseline"] and summary["final"]["eval/loss"] < 0.02
