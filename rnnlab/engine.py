@@ -66,7 +66,7 @@ def _from_time_major(a, batch_shape):
 
 
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=1,
-         remat=False, return_carries=False, perturbation=None):
+         remat=False, return_carries=False, perturbation=None, hoist=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -81,6 +81,11 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     remat: recompute each step in the backward pass instead of storing it
       (``jax.checkpoint`` of the scan body): memory O(T * H) for the carries only.
     return_carries: also return the carry after every step, leaves (*batch, T, H).
+    hoist: compute the input projection for all steps as one matmul before the
+      scan (True) or inside each step (False). None picks by backend: hoisted
+      on GPU/TPU, where one large matmul wins; per step on CPU, where the
+      (T, B, G*H) buffer costs more memory traffic than it saves
+      (benchmarks/README.md measures both). Same numbers up to float rounding.
     perturbation: optional (*batch, T, H) added to the hidden state after each
       step (before it feeds the next step). With zeros it changes nothing, and
       its gradient is dL/dh_t for every t in one backward pass.
@@ -102,15 +107,20 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
   carry = jax.tree.map(flat, carry)
 
-  xp = _to_time_major(cell.project(params, xs), batch_shape)  # (T, B, G*H), one matmul
-  inputs = {"xp": xp}
+  if hoist is None:
+    hoist = jax.default_backend() != "cpu"
+  if hoist:
+    inputs = {"xp": _to_time_major(cell.project(params, xs), batch_shape)}  # one matmul
+  else:
+    inputs = {"x": _to_time_major(xs, batch_shape)}
   if mask is not None:
     inputs["m"] = _to_time_major(mask, batch_shape)[..., None]
   if perturbation is not None:
     inputs["dh"] = _to_time_major(perturbation, batch_shape)
 
   def body(carry, inp):
-    new_carry, y = cell.recur(params, carry, inp["xp"])
+    xp = inp["xp"] if "xp" in inp else cell.project(params, inp["x"])
+    new_carry, y = cell.recur(params, carry, xp)
     if "dh" in inp:
       h = cell.hidden(new_carry) + inp["dh"]
       new_carry, y = cell.with_hidden(new_carry, h), h
@@ -195,7 +205,7 @@ def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
 
 def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
                 reverse=False, unroll=1, remat=False, return_carries=False,
-                perturbations=None):
+                perturbations=None, hoist=None):
   """Runs the stacked network.
 
   Args:
@@ -204,6 +214,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     carries: initial carries, structure of ``init_carries``; zeros if None.
     reverse: reverse the direction of every layer (the "bwd" direction of a
       bidirectional layer then runs forward).
+    hoist: as in ``scan``.
     perturbations: optional list over layers of {direction: (*batch, T, H)}
       (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
     unroll, remat, return_carries: as in ``scan``.
@@ -224,7 +235,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
       out = scan(stack.cell, layer[d], h,
                  carry=None if carries is None else carries[i][d],
                  mask=valid, reverse=reverse ^ (d == "bwd"), unroll=unroll,
-                 remat=remat, return_carries=return_carries,
+                 remat=remat, return_carries=return_carries, hoist=hoist,
                  perturbation=None if perturbations is None else perturbations[i][d])
       layer_final[d] = out[0]
       outs.append(out[1])

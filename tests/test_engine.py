@@ -258,3 +258,17 @@ def test_bad_arguments_are_rejected():
   stack = engine.make_stack("rnn", H, 2)
   with pytest.raises(ValueError, match="params have 1 layers, the stack 2"):
     engine.apply_stack(stack, [{"fwd": params}], xs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_hoisted_and_per_step_projection_agree(cell):
+  """hoist=True (one matmul before the scan) and hoist=False (inside each step)."""
+  c = cells.get_cell(cell)
+  params = c.init(jax.random.PRNGKey(1), 3, 5)
+  xs = jax.random.normal(jax.random.PRNGKey(2), (2, 7, 3))
+  lengths = jnp.array([7, 4])
+  loss = lambda p, hoist: jnp.sum(engine.scan(c, p, xs, lengths=lengths, hoist=hoist)[1] ** 2)
+  np.testing.assert_allclose(loss(params, True), loss(params, False), rtol=1e-5)
+  g_true, g_false = jax.grad(loss)(params, True), jax.grad(loss)(params, False)
+  for k in params:
+    np.testing.assert_allclose(g_true[k], g_false[k], rtol=1e-4, atol=1e-6)

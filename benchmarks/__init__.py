@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of rnnlab against Flax and PyTorch (see README.md)."""

@@ -1,0 +1,145 @@
+"""JAX workloads: rnnlab's engine and Flax's ``nn.RNN``, as ahead-of-time compiled steps.
+
+Both frameworks get the same program around the recurrence: inputs
+xs (B, T, D) ~ N(0, 1); the loss L = mean_{b,t,h} y_{bth}^2 over all outputs
+ys (B, T, H); one Adam update (``optax.adam(1e-3)``) with the parameters and
+optimizer state donated, as in a training loop. Compilation is done and timed
+before the first step, so warm-up calls measure the steady state only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks import experiments
+from benchmarks.harness import Workload
+from rnnlab import engine
+
+# Flax's own cells: the fused-gate LSTM, and the GRU / Elman cells nn.RNN ships.
+FLAX_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
+
+
+def rnnlab_model(cell: str, hidden: int, *, remat: bool = False):
+  """rnnlab's real code path, a one-layer ``engine.apply_stack``: (init, apply).
+
+  init(key, xs) -> params; apply(params, xs (B, T, D)) -> ys (B, T, H).
+  """
+  stack = engine.make_stack(cell, hidden)
+  init = lambda key, xs: engine.init_stack(key, stack, xs.shape[-1])
+  apply = lambda params, xs: engine.apply_stack(stack, params, xs, remat=remat)[1]
+  return init, apply
+
+
+def flax_model(cell: str, hidden: int, *, remat: bool = False):
+  """``nn.RNN`` over Flax's cell for ``cell``: (init, apply) as in ``rnnlab_model``."""
+  if cell not in FLAX_CELLS:
+    raise ValueError(f"No Flax peer for cell {cell!r}; valid: {', '.join(FLAX_CELLS)}.")
+  if remat:
+    raise ValueError("remat is measured for rnnlab only; Flax's nn.RNN has no such option.")
+  module = nn.RNN(FLAX_CELLS[cell](features=hidden))
+  return module.init, module.apply
+
+
+MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, **experiments.MODELS}
+
+
+def configure(threads: int) -> None:
+  """Nothing to do: XLA already sized its pool from the CPU affinity the worker set."""
+  del threads
+
+
+def environment(torch_device: str) -> dict:
+  """Where the steps run: JAX's default device (``torch_device`` is torch's business)."""
+  del torch_device
+  device = jax.devices()[0]
+  return {"platform": device.platform, "device_kind": device.device_kind,
+          "version": f"jax {jax.__version__}"}
+
+
+def device_peak_bytes() -> int | None:
+  """Peak bytes in use on the accelerator (None on CPU, which keeps no such count)."""
+  stats = jax.devices()[0].memory_stats()
+  return None if stats is None else stats.get("peak_bytes_in_use")
+
+
+def mean_square_loss(apply):
+  """L(params, xs) = mean(apply(params, xs)^2): every output gets a gradient."""
+  return lambda params, xs: jnp.mean(jnp.square(apply(params, xs)))
+
+
+def train_step(apply, opt):
+  """(params, opt_state, xs) -> (params, opt_state, loss): forward, backward, Adam."""
+  loss = mean_square_loss(apply)
+
+  def step(params, opt_state, xs):
+    value, grads = jax.value_and_grad(loss)(params, xs)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+  return step
+
+
+def _compile(fn, args, donate=()):
+  start = time.perf_counter()
+  compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def _memory(compiled) -> dict:
+  """XLA's buffer assignment: temp = intermediates (activations saved for backward)."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+           + m.temp_size_in_bytes)
+  return {"xla_temp_bytes": m.temp_size_in_bytes, "xla_argument_bytes": m.argument_size_in_bytes,
+          "xla_output_bytes": m.output_size_in_bytes, "xla_alias_bytes": m.alias_size_in_bytes,
+          "xla_total_bytes": total}
+
+
+def _add_train(work, state, apply, xs):
+  opt = optax.adam(1e-3)
+  state["opt"] = jax.jit(opt.init)(state["params"])
+  step, work.compile_s["train"] = _compile(
+      train_step(apply, opt), (state["params"], state["opt"], xs), donate=(0, 1))
+  work.memory["train"] = _memory(step)
+
+  def run():
+    state["params"], state["opt"], loss = step(state["params"], state["opt"], xs)
+    jax.block_until_ready((state["params"], state["opt"], loss))
+  work.steps["train"] = run
+
+
+def _add_forward(work, state, apply, xs):
+  forward, work.compile_s["forward"] = _compile(apply, (state["params"], xs))
+  work.memory["forward"] = _memory(forward)
+  # state["params"] is read at call time: the train step donates and replaces it.
+  work.steps["forward"] = lambda: forward(state["params"], xs).block_until_ready()
+
+
+_ADDERS = {"train": _add_train, "forward": _add_forward}
+
+
+def build(framework, cell, batch, length, hidden, input_size, *, modes, seed,
+          torch_device=None, remat=False) -> Workload:
+  """Compiled steps for one case; ``torch_device`` is unused (JAX_PLATFORMS decides)."""
+  del torch_device
+  if framework not in MODELS:
+    raise ValueError(f"Unknown JAX framework {framework!r}; valid: {', '.join(MODELS)}.")
+  init, apply = MODELS[framework](cell, hidden, remat=remat)
+
+  @jax.jit  # one compilation instead of dozens of eager initialiser ops
+  def inputs_and_params(key):
+    key_p, key_x = jax.random.split(key)
+    xs = jax.random.normal(key_x, (batch, length, input_size))
+    return xs, init(key_p, xs)
+  xs, params = inputs_and_params(jax.random.key(seed))
+  state = {"params": params}
+  work = Workload()
+  for mode in modes:
+    _ADDERS[mode](work, state, apply, xs)
+  return work

@@ -1,0 +1,308 @@
+"""Speed and memory of rnnlab's engine against Flax ``nn.RNN`` and PyTorch, same machine.
+
+    python -m benchmarks.speed --quick          # about a minute
+    python -m benchmarks.speed                  # the default grid, 5-10 minutes on 2 cores
+    python -m benchmarks.speed --device gpu     # JAX on the GPU, torch on CUDA
+
+Speed: for each cell (lstm, gru, rnn) and each (batch, T, hidden) of the grid,
+the median wall time of (a) a training step (forward, backward, one Adam
+update on mean(ys^2)) and (b) a forward pass, after warm-up calls. Printed as
+tokens per second = batch * T / seconds, with rnnlab / peer ratios (> 1: rnnlab
+is faster). Memory: one training step of rnnlab's lstm at long T with and
+without remat, as XLA's compiled buffer sizes and the process's peak RSS.
+
+Every (framework, cell) runs in its own process (``benchmarks/worker.py``), and
+so does every memory case, all pinned to the same number of cores. All rows go
+to ``<out>.json`` and ``<out>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import harness, worker
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+CELLS = ("lstm", "gru", "rnn")
+REFERENCE = "rnnlab"
+# --quick selects the second column; explicit flags override either.
+GRIDS = {
+    "default": dict(batch=(16, 64), length=(100, 500), hidden=(64, 256), repeats=5, warmup=1,
+                    memory_lengths=(1000, 10000), memory_batch=16, memory_hidden=128),
+    "quick": dict(batch=(16,), length=(50,), hidden=(64,), repeats=3, warmup=1,
+                  memory_lengths=(1000, 10000), memory_batch=4, memory_hidden=32),
+}
+TORCH_DEVICE = {"cpu": "cpu", "gpu": "cuda"}
+PARTS = ("speed", "memory")  # the order they run in
+# --metric: which row field the table shows. "cpu" divides by process CPU time
+# (all threads), which does not grow while a process waits for a core: the fairer
+# view on a busy machine, best read with --threads 1.
+METRICS = {"wall": "tokens_per_s", "cpu": "tokens_per_cpu_s"}
+
+
+def _list(text, kind, valid=None):
+  """'a,b' -> tuple; ints must be positive, names in ``valid``."""
+  items = tuple(t.strip() for t in text.split(",") if t.strip())
+  if not items:
+    raise ValueError(f"empty list {text!r}.")
+  if kind is int:
+    if not all(t.isdigit() and int(t) > 0 for t in items):
+      raise ValueError(f"expected positive integers separated by commas, got {text!r}.")
+    return tuple(int(t) for t in items)
+  unknown = [t for t in items if t not in valid]
+  if unknown:
+    raise ValueError(f"unknown {unknown} in {text!r}; valid: {', '.join(valid)}.")
+  return items
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="tiny grid, ~1 minute")
+  p.add_argument("--frameworks", default="rnnlab,flax,torch",
+                 help=f"comma list of {', '.join(worker.BACKENDS)}")
+  p.add_argument("--cells", default=",".join(CELLS), help="comma list of lstm, gru, rnn")
+  p.add_argument("--modes", default=",".join(harness.MODES), help="train and/or forward")
+  p.add_argument("--batch", help="comma list of batch sizes")
+  p.add_argument("--length", help="comma list of sequence lengths T")
+  p.add_argument("--hidden", help="comma list of hidden sizes H")
+  p.add_argument("--input_size", type=int, default=None, help="D; default: the hidden size")
+  p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
+  p.add_argument("--warmup", type=int, help="untimed calls before timing")
+  p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                 help="cores for every framework (default: all this process may use)")
+  p.add_argument("--device", default="cpu", choices=tuple(TORCH_DEVICE),
+                 help="cpu, or gpu: JAX on its GPU and (unless --torch_device) torch on cuda")
+  p.add_argument("--torch_device", choices=tuple(TORCH_DEVICE.values()),
+                 help="torch's device; default follows --device")
+  p.add_argument("--parts", default=",".join(PARTS), help="speed and/or memory")
+  p.add_argument("--memory_lengths", help="T of the memory cases")
+  p.add_argument("--memory_batch", type=int)
+  p.add_argument("--memory_hidden", type=int)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--timeout", type=int, default=1800, help="seconds per worker process")
+  p.add_argument("--metric", default="wall", choices=tuple(METRICS),
+                 help="table shows tokens per wall second or per CPU second")
+  p.add_argument("--render", metavar="JSON",
+                 help="print the tables of a saved <out>.json and exit; runs nothing")
+  p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "rnnlab_speed", "speed"),
+                 help="writes <out>.json and <out>.csv")
+  return _resolve(p.parse_args(argv))
+
+
+def _resolve(args):
+  """Fills grid defaults, turns comma lists into tuples and validates everything."""
+  grid = GRIDS["quick" if args.quick else "default"]
+  for name in ("batch", "length", "hidden", "memory_lengths"):
+    value = getattr(args, name)
+    setattr(args, name, grid[name] if value is None else _list(value, int))
+  for name in ("repeats", "warmup", "memory_batch", "memory_hidden"):
+    if getattr(args, name) is None:
+      setattr(args, name, grid[name])
+  args.frameworks = _list(args.frameworks, str, tuple(worker.BACKENDS))
+  args.cells = _list(args.cells, str, CELLS)
+  args.modes = _list(args.modes, str, harness.MODES)
+  args.parts = _list(args.parts, str, PARTS)
+  args.torch_device = args.torch_device or TORCH_DEVICE[args.device]
+  _check_positive(args, "repeats", "memory_batch", "memory_hidden", "threads", "timeout")
+  if args.warmup < 0:
+    raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
+  if args.input_size is not None:
+    _check_positive(args, "input_size")
+  return args
+
+
+def _check_positive(args, *names):
+  for name in names:
+    if getattr(args, name) < 1:
+      raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}.")
+
+
+def _spec(args, task, framework, cell, configs, **extra):
+  return dict(task=task, framework=framework, cell=cell, configs=configs, modes=args.modes,
+              warmup=args.warmup, repeats=args.repeats, threads=args.threads,
+              device=args.device, torch_device=args.torch_device, seed=args.seed,
+              input_size=args.input_size, **extra)
+
+
+def speed_specs(args) -> list[dict]:
+  """One worker spec per (cell, framework), each over the whole grid."""
+  configs = [[b, t, h] for h in args.hidden for t in args.length for b in args.batch]
+  return [_spec(args, "speed", fw, cell, configs)
+          for cell in args.cells for fw in args.frameworks]
+
+
+def memory_specs(args) -> list[dict]:
+  """One worker spec per (T, remat) of rnnlab's lstm: a fresh process each."""
+  return [_spec(args, "memory", REFERENCE, "lstm",
+                [[args.memory_batch, t, args.memory_hidden]], remat=remat)
+          for t in args.memory_lengths for remat in (False, True)]
+
+
+SPECS = {"speed": speed_specs, "memory": memory_specs}  # --parts -> its worker specs
+
+
+def run_worker(spec: dict, timeout: int) -> list[dict]:
+  """Runs one worker process; its rows, plus an error row if it failed or timed out."""
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+  cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
+  try:
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    stdout, failure = done.stdout, (done.returncode and done.stderr[-2000:])
+  except subprocess.TimeoutExpired as e:  # keep the rows printed before the limit
+    stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    failure = f"worker timed out after {timeout} s"
+  rows = [json.loads(line[len(worker.ROW_PREFIX):]) for line in stdout.splitlines()
+          if line.startswith(worker.ROW_PREFIX)]
+  if failure:
+    rows.append({"framework": spec["framework"], "cell": spec["cell"], "mode": spec["task"],
+                 "error": failure})
+  return rows
+
+
+def run_all(specs, timeout, save=None) -> list[dict]:
+  """Runs the workers one after another; ``save(rows)`` after each, so that an
+  interrupted run keeps what it measured."""
+  rows = []
+  for i, spec in enumerate(specs, 1):
+    start = time.perf_counter()
+    new = run_worker(spec, timeout)
+    errors = sum("error" in r for r in new)
+    print(f"[{i}/{len(specs)}] {spec['task']} {spec['framework']} {spec['cell']}"
+          f"{' remat' if spec.get('remat') else ''}: {len(new)} rows, {errors} errors, "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    rows += new
+    if save is not None:
+      save(rows)
+  return rows
+
+
+def _ktok(row, key) -> str:
+  if row is None:
+    return "-"
+  return "err" if "error" in row else f"{row[key] / 1e3:.1f}k"
+
+
+def _ratio(row, peer, key) -> str:
+  if row is None or peer is None or "error" in row or "error" in peer:
+    return "-"
+  return f"{row[key] / peer[key]:.2f}"
+
+
+def speed_table(rows, frameworks, metric="wall") -> str:
+  """Tokens/s per framework and rnnlab/peer per (cell, mode, B, T, H)."""
+  key = METRICS[metric]
+  index = {(r["framework"], r["cell"], r["mode"], r.get("batch"), r.get("length"),
+            r.get("hidden")): r for r in rows}
+  cases = sorted({k[1:] for k in index if k[2] in harness.MODES and k[3] is not None})
+  peers = [f for f in frameworks if f != REFERENCE] if REFERENCE in frameworks else []
+  head = (f"{'cell':5} {'mode':8} {'B':>4} {'T':>5} {'H':>4} | "
+          + " ".join(f"{f:>10}" for f in frameworks) + " | "
+          + " ".join(f"{REFERENCE + '/' + p:>14}" for p in peers))
+  lines = [head, "-" * len(head)]
+  for case in cases:
+    cell, mode, b, t, h = case
+    ref = index.get((REFERENCE, *case))
+    lines.append(f"{cell:5} {mode:8} {b:>4} {t:>5} {h:>4} | "
+                 + " ".join(f"{_ktok(index.get((f, *case)), key):>10}" for f in frameworks)
+                 + " | " + " ".join(f"{_ratio(ref, index.get((p, *case)), key):>14}"
+                                    for p in peers))
+  return "\n".join(lines)
+
+
+def _mib(value) -> str:
+  return "-" if value is None else f"{value / 2**20:.1f}"
+
+
+def memory_table(rows) -> str:
+  """Compiled (XLA) and measured (RSS) memory of one training step per (T, remat)."""
+  head = (f"{'cell':5} {'B':>3} {'T':>6} {'H':>4} {'remat':>5} | {'XLA temp':>9} "
+          f"{'XLA total':>9} | {'RSS step+':>9} {'RSS peak':>9} {'dev peak':>9} | "
+          f"{'step s':>7}  (MiB)")
+  lines = [head, "-" * len(head)]
+  for r in sorted((r for r in rows if r.get("mode") == "memory" and "error" not in r),
+                  key=lambda r: (r["length"], r["remat"])):
+    lines.append(f"{r['cell']:5} {r['batch']:>3} {r['length']:>6} {r['hidden']:>4} "
+                 f"{str(r['remat']):>5} | {_mib(r.get('xla_temp_bytes')):>9} "
+                 f"{_mib(r.get('xla_total_bytes')):>9} | "
+                 f"{_mib(r.get('step_rss_increase_bytes')):>9} {_mib(r['peak_rss_bytes']):>9} "
+                 f"{_mib(r.get('device_peak_bytes')):>9} | {r['step_seconds']:>7.2f}")
+  return "\n".join(lines)
+
+
+def write_results(rows, meta, out) -> tuple[str, str]:
+  """<out>.json: {"meta", "rows"}; <out>.csv: one line per row (lists as JSON)."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out + ".json", "w") as f:
+    json.dump({"meta": meta, "rows": rows}, f, indent=1)
+  fields = list(dict.fromkeys(k for r in rows for k in r))
+  with open(out + ".csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+      writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+  return out + ".json", out + ".csv"
+
+
+def _meta(args, argv) -> dict:
+  return {"argv": list(argv), "args": dict(vars(args)),
+          "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+          "python": platform.python_version(), "machine": platform.machine(),
+          "cpus_visible": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg()}
+
+
+def print_tables(rows, args) -> None:
+  frameworks = list(dict.fromkeys(r["framework"] for r in rows if r["mode"] in harness.MODES))
+  if frameworks:
+    print(f"\nTokens per {args.metric} second ({args.threads} threads, device {args.device}, "
+          f"torch on {args.torch_device}); {REFERENCE}/peer > 1 means {REFERENCE} is faster.")
+    print(speed_table(rows, frameworks, args.metric))
+  if any(r["mode"] == "memory" for r in rows):
+    print("\nPeak memory of one training step of rnnlab's lstm. XLA: compiled buffer sizes "
+          "(temp = intermediates). RSS step+: peak RSS during the step minus RSS before it "
+          "(host memory; near 0 on a GPU). dev peak: the accelerator's peak bytes in use over "
+          "the whole process (GPU only).")
+    print(memory_table(rows))
+  for r in rows:
+    if "error" in r:
+      print(f"ERROR {r['framework']} {r['cell']} {r['mode']}: {r['error'][-300:]}")
+
+
+def render(path, metric) -> list[dict]:
+  """Prints the tables of a saved results file with the flags it was run with."""
+  with open(path) as f:
+    saved = json.load(f)
+  args = argparse.Namespace(**{**saved["meta"]["args"], "metric": metric})
+  print_tables(saved["rows"], args)
+  return saved["rows"]
+
+
+def main(argv=None) -> list[dict]:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  if args.render:
+    return render(args.render, args.metric)
+  meta = _meta(args, argv)
+  specs = [spec for part in args.parts for spec in SPECS[part](args)]
+  rows = run_all(specs, args.timeout, save=lambda rows: write_results(rows, meta, args.out))
+  meta["loadavg_end"] = os.getloadavg()
+  print_tables(rows, args)
+  paths = write_results(rows, meta, args.out)
+  print(f"\nwrote {paths[0]} and {paths[1]}; load average {meta['loadavg_start']} -> "
+        f"{meta['loadavg_end']}")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
