@@ -80,6 +80,12 @@ def train() -> ml_collections.ConfigDict:
   return t
 
 
+def gradflow() -> ml_collections.ConfigDict:
+  g = ml_collections.ConfigDict()
+  g.every = 0                     # write per-time-step dL/dh_t norms to gradflow.jsonl every this many steps (0 = off)
+  return g
+
+
 def get_config(task: str) -> ml_collections.ConfigDict:
   """The shared defaults for ``task`` (unlocked: the experiment edits, then locks)."""
   config = ml_collections.ConfigDict()
@@ -88,4 +94,5 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   config.model = model()                        # the network (rnnlab.models)
   config.optim = optim()                        # optimizer, schedule, clipping (rnnlab.optim)
   config.train = train()                        # batch, steps, logging and checkpoint periods
+  config.gradflow = gradflow()                  # gradient-flow measurement during training
   return config

@@ -40,6 +40,14 @@ def validate_train(cfg):
   _int("train.keep_checkpoints", cfg.keep_checkpoints, 1)
 
 
+def _check_kind_fits_task(task_name, kind):
+  """Seq2seq tasks need the "seq2seq" model and every other task a classifier-style one."""
+  if (task_name in tasks.SEQ2SEQ) != (kind == "seq2seq"):
+    need = "'seq2seq'" if task_name in tasks.SEQ2SEQ else "a kind other than 'seq2seq'"
+    raise ValueError(f"model.kind {kind!r} does not fit task {task_name!r}; it needs {need} "
+                     f"(seq2seq tasks: {sorted(tasks.SEQ2SEQ)}).")
+
+
 def validate(config):
   """Raises ValueError for the first bad field of a training config."""
   missing = [s for s in SECTIONS if s not in config]
@@ -51,8 +59,21 @@ def validate(config):
     raise ValueError(f"seed must be an integer in [0, 2**31), got {config.seed!r}.")
   tasks.validate(config.task)
   models.validate(config.model)
+  _check_kind_fits_task(config.task.name, config.model.kind)
   validate_train(config.train)
   optim.validate(config.optim, config.train.num_steps)
+  _validate_gradflow(config)
+
+
+def _validate_gradflow(config):
+  """gradflow.every >= 0; it and optim.omega_weight measure a classifier's hidden states."""
+  every = config.get("gradflow", {}).get("every", 0)
+  _int("gradflow.every", every, 0)
+  uses = [n for n, v in (("gradflow.every", every),
+                         ("optim.omega_weight", config.optim.get("omega_weight", 0.0))) if v]
+  if uses and config.model.kind != "classifier":
+    raise ValueError(f"{' and '.join(uses)} need model.kind 'classifier' (they perturb its "
+                     f"recurrent stack's hidden states); got {config.model.kind!r}.")
 
 
 # --- the workdir ------------------------------------------------------------------

@@ -21,6 +21,10 @@ many-to-many). Parameters::
 
     {"layers": [{"fwd": cell params, ["bwd": ...]}, ...],   # engine.init_stack
      "readout": {"kernel": (H_out, O), "bias": (O,)}}        # H_out = H * directions
+
+Kind ``"seq2seq"``: an encoder-decoder over any cell (``rnnlab.seq2seq.kind``;
+its model config is ``rnnlab.seq2seq.kind.default_config()``), trained on the
+seq2seq tasks (``rnnlab.tasks.SEQ2SEQ``).
 """
 
 from __future__ import annotations
@@ -145,3 +149,12 @@ def _classifier_apply(params, batch, *, task, model_cfg, train, rng, step, pertu
 
 CLASSIFIER = register("classifier", ModelKind(
     init=_classifier_init, apply=_classifier_apply, validate=_validate_classifier))
+
+
+# --- the encoder-decoder --------------------------------------------------------------
+
+# Imported here, after ModelKind exists; rnnlab.seq2seq never imports this module.
+from rnnlab.seq2seq import kind as _seq2seq_kind  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SEQ2SEQ = register("seq2seq", ModelKind(
+    init=_seq2seq_kind.init, apply=_seq2seq_kind.apply, validate=_seq2seq_kind.validate))

@@ -158,6 +158,8 @@ def validate(cfg, num_steps: int):
   _choice("optim.schedule", cfg.schedule, SCHEDULES)
   _choice("optim.clip_mode", cfg.clip_mode, CLIP_MODES)
   _positive("optim.learning_rate", cfg.learning_rate)
+  if cfg.get("omega_weight", 0.0) < 0:
+    raise ValueError(f"optim.omega_weight must be >= 0 (0 turns Omega off), got {cfg.omega_weight}.")
   if cfg.clip_mode != "none":
     _positive("optim.clip_norm", cfg.clip_norm)
   _unused(cfg, OPTIMIZER_FIELDS, OPTIMIZERS[cfg.name].fields, f"optimizer {cfg.name!r}")

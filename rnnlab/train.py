@@ -119,6 +119,12 @@ def build(config) -> Job:
 # --- the step ------------------------------------------------------------------------
 
 def _loss(job: Job, params, batch, rng, step, train: bool):
+  weight = job.config.optim.get("omega_weight", 0.0)
+  if train and weight:
+    from rnnlab import gradflow_train  # pylint: disable=g-import-not-at-top (imports train)
+    loss, metrics, omega, _ = gradflow_train.loss_and_omega(
+        job.task, job.config.model, params, batch, rng=rng, step=step, train=True)
+    return loss + weight * omega, {**metrics, "omega": omega}
   outputs = job.model.apply(params, batch, task=job.task, model_cfg=job.config.model,
                             train=train, rng=rng, step=step)
   return job.task.loss_and_metrics(outputs, batch)
@@ -196,8 +202,10 @@ def init_state(job: Job) -> TrainState:
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=job.tx.init(params), rng=rng, sums=sums,
                      nonfinite_step=jnp.full((), -1, jnp.int32))
-  # No weak types: a restored state then has exactly the same signature (no recompile).
-  return jax.tree.map(lambda a: jnp.array(a, a.dtype) if a.aval.weak_type else a, state)
+  # No weak types, every leaf committed to the device: a restored state (Orbax commits its
+  # arrays) then has exactly the same signature and compile-cache key (no recompile).
+  state = jax.tree.map(lambda a: jnp.array(a, a.dtype) if a.aval.weak_type else a, state)
+  return jax.device_put(state, jax.devices()[0])
 
 
 def num_params(params) -> int:
@@ -215,7 +223,7 @@ def make_eval_fn(job: Job) -> Callable:
 
 def evaluate(eval_fn, params, batches: Sequence[dict]) -> dict[str, float]:
   """``eval/<metric>``: means over the held-out set, batches weighted by their length."""
-  sizes = [len(b["y"]) for b in batches]
+  sizes = [len(jax.tree.leaves(b)[0]) for b in batches]  # any task's batch layout
   outs = jax.device_get([eval_fn(params, b) for b in batches])
   total = sum(sizes)
   return {f"eval/{k}": float(sum(o[k] * n for o, n in zip(outs, sizes)) / total)
@@ -393,6 +401,10 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   state = _initial_state(job)  # before the workdir is touched: a bad value leaves no trace
   config_utils.prepare_workdir(config, workdir, overwrite)
   _save_artifacts(job.task, workdir)
+  every = config.get("gradflow", {}).get("every", 0)
+  if every:
+    from rnnlab import gradflow_train  # pylint: disable=g-import-not-at-top (imports train)
+    hooks = (*hooks, gradflow_train.make_hook(config, workdir, every))
   ckpt = Checkpointer(workdir, config.train.keep_checkpoints)
   try:
     state = _restore(state, ckpt, console)

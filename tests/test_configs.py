@@ -26,7 +26,9 @@ TINY_TASK = {"copy": {"task.seq_len": 2, "task.eval_size": 4},
              "adding": {"task.seq_len": 4, "task.eval_size": 4},
              "temporal_order": {"task.seq_len": 10, "task.eval_size": 4},
              "smnist": {"task.eval_size": 3},
-             "psmnist": {"task.eval_size": 3}}
+             "psmnist": {"task.eval_size": 3},
+             "reverse": {"task.seq_len": 3, "task.eval_size": 4},
+             "addition": {"task.digits_a": 1, "task.digits_b": 1, "task.eval_size": 4}}
 TINY = {"model.hidden_size": 3, "train.batch_size": 2, "train.num_steps": 2,
         "train.eval_batch_size": None, "train.log_every": 1, "train.eval_every": 0,
         "train.checkpoint_every": 0}

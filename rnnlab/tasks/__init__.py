@@ -10,6 +10,10 @@ Tasks (definitions and baselines as in REFERENCES.md): ``copy``, ``adding``,
 ``temporal_order`` (generated on device, see ``synthetic.py``) and ``smnist``,
 ``psmnist`` (pixel MNIST from tfds, see ``mnist.py``). ``base.Task`` documents
 the attributes and methods every task has.
+
+The seq2seq toy tasks ``reverse``, ``sort`` and ``addition``
+(``rnnlab.seq2seq.tasks``, model kind "seq2seq") are in the same registry;
+their configs, checks and construction are that module's.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rnnlab.tasks import base
 from rnnlab.tasks import mnist
 from rnnlab.tasks import synthetic
 from rnnlab.tasks.base import Task
+from rnnlab.seq2seq import tasks as seq2seq_tasks
 
 TASKS: dict[str, type[Task]] = {
     "copy": synthetic.CopyTask,
@@ -28,7 +33,9 @@ TASKS: dict[str, type[Task]] = {
     "temporal_order": synthetic.TemporalOrderTask,
     "smnist": mnist.SequentialMnist,
     "psmnist": mnist.PermutedMnist,
+    **seq2seq_tasks.TASKS,
 }
+SEQ2SEQ = frozenset(seq2seq_tasks.TASKS)  # the tasks of model kind "seq2seq"
 
 
 def task_names() -> list[str]:
@@ -43,7 +50,17 @@ def _task_class(name) -> type[Task]:
 
 def default_config(name: str) -> ml_collections.ConfigDict:
   """The ``task`` sub-config of task ``name`` with every field it reads."""
-  return _task_class(name).default_config()
+  cls = _task_class(name)
+  return seq2seq_tasks.default_config(name) if name in SEQ2SEQ else cls.default_config()
+
+
+def _check_values(name, cfg: dict):
+  """The task's own value checks, on a config whose fields are already right."""
+  if name in SEQ2SEQ:
+    seq2seq_tasks.validate(ml_collections.ConfigDict(cfg))
+    return
+  base.check_int(cfg, "eval_size", 1)
+  TASKS[name].check(cfg)
 
 
 def validate(task_cfg) -> None:
@@ -52,15 +69,13 @@ def validate(task_cfg) -> None:
   The fields must be exactly those of ``default_config(name)``.
   """
   cfg = base.as_dict(task_cfg)
-  cls = _task_class(cfg.get("name"))
-  fields = set(cls.default_config().keys())
+  fields = set(default_config(cfg.get("name")).keys())
   missing, unknown = sorted(fields - set(cfg)), sorted(set(cfg) - fields)
   if missing or unknown:
     raise ValueError(f"task {cfg['name']!r}: missing field(s) {missing}, unknown field(s) "
                      f"{unknown}; its fields are {sorted(fields)} (see "
                      f"tasks.default_config({cfg['name']!r})).")
-  base.check_int(cfg, "eval_size", 1)
-  cls.check(cfg)
+  _check_values(cfg["name"], cfg)
 
 
 def make_task(task_cfg, seed: int) -> Task:
@@ -69,7 +84,9 @@ def make_task(task_cfg, seed: int) -> Task:
   if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
     raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
   cfg = base.as_dict(task_cfg)
+  if cfg["name"] in SEQ2SEQ:
+    return seq2seq_tasks.make_task(ml_collections.ConfigDict(cfg), int(seed))
   return TASKS[cfg["name"]](cfg, int(seed))
 
 
-__all__ = ["TASKS", "Task", "default_config", "make_task", "task_names", "validate"]
+__all__ = ["SEQ2SEQ", "TASKS", "Task", "default_config", "make_task", "task_names", "validate"]

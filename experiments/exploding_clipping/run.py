@@ -1,0 +1,145 @@
+r"""Exploding gradients of a tanh RNN under plain SGD, with and without global-norm clipping.
+
+    python -m experiments.exploding_clipping.run      # 3 runs, about 1-2 minutes on a 2-core CPU
+    python -m experiments.exploding_clipping.run --seq_len=100 --steps=5000 \
+        --out=/tmp/exploding_clipping_full             # longer (GPU)
+    python -m experiments.exploding_clipping.omega    # the Omega regulariser (omega.py)
+
+Each arm is the trainer on configs/temporal_order.py with OVERRIDES and one
+clipping setting (ARMS), run in-process by ``train.train_and_evaluate`` with the
+gradient-flow hook (``gradflow_train.make_hook``, every HOOK_EVERY steps) added;
+``launch.py`` with the same flags gives the same metrics.jsonl (the hook only
+adds gradflow.jsonl). Every step is logged (train.log_every=1), so
+metrics.jsonl holds each step's loss, pre-clip global gradient norm and whether
+it was clipped. Runs go to --root (default under /tmp); figures and
+results.json to --out (default: this folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+
+from configs import temporal_order
+from rnnlab import config_utils, gradflow_train, metrics_io, plots, train
+from rnnlab.errors import NonFiniteError
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_ROOT = os.path.join(tempfile.gettempdir(), "rnnlab_exploding_clipping")
+OVERRIDES = {"task.seq_len": 50, "task.eval_size": 512, "model.cell": "rnn",
+             "model.hidden_size": 64, "optim.name": "sgd", "optim.learning_rate": 0.5,
+             "train.batch_size": 32, "train.num_steps": 500, "train.log_every": 1,
+             "train.eval_every": 100, "train.checkpoint_every": 0}
+# Pascanu et al. 2013 suggest a threshold of 0.5-10x the average norm; it is ~0.9 here
+# before the first explosion.
+ARMS = {
+    "no_clip": {"optim.clip_mode": "none"},
+    "clip_1": {"optim.clip_mode": "global_norm", "optim.clip_norm": 1.0},
+    "clip_10": {"optim.clip_mode": "global_norm", "optim.clip_norm": 10.0},
+}
+HOOK_EVERY = 5
+
+
+def overrides(name: str, sizes: dict | None = None) -> dict:
+  """The flags of arm ``name``; ``sizes`` replaces some of OVERRIDES (e.g. a longer run)."""
+  return {**OVERRIDES, **(sizes or {}), **ARMS[name]}
+
+
+def arm_config(name: str, sizes: dict | None = None):
+  return config_utils.override(temporal_order.get_config(), overrides(name, sizes))
+
+
+def command(name: str, root: str, sizes: dict | None = None) -> str:
+  flags = " ".join(f"--config.{k}={v}" for k, v in overrides(name, sizes).items())
+  return (f"python launch.py --config=configs/temporal_order.py "
+          f"--workdir={os.path.join(root, name)} {flags}")
+
+
+def train_arm(name: str, root: str, sizes: dict) -> str | None:
+  """Trains one arm with the hook; returns the NonFiniteError message if it stopped."""
+  workdir = os.path.join(root, name)
+  config = arm_config(name, sizes)
+  hook = gradflow_train.make_hook(config, workdir, HOOK_EVERY)
+  print(f"{name}: equivalent to\n  {command(name, root, sizes)}", flush=True)
+  try:
+    train.train_and_evaluate(config, workdir, overwrite=True, hooks=[hook],
+                             console=lambda line: None)
+  except NonFiniteError as err:
+    return str(err)
+  return None
+
+
+def statistics(name: str, root: str, stopped: str | None) -> dict:
+  """Spikes, clipped steps, the blow-up of the loss and the final held-out metrics."""
+  rows = metrics_io.read_rows(os.path.join(root, name, metrics_io.METRICS))
+  per_step = [r for r in rows if "grad/norm" in r]
+  norms = np.array([r["grad/norm"] for r in per_step])
+  loss = np.array([r["train/loss"] for r in per_step])
+  calm = np.median(norms[:100])
+  chance = np.log(4.0)
+  blown = np.nonzero(loss > 2 * chance)[0]
+  evals = [r for r in rows if "eval/loss" in r]
+  return {"arm": name, "steps": int(per_step[-1]["step"]), "stopped": stopped,
+          "clipped_steps": int(sum(r.get("grad/clipped", 0) for r in per_step)),
+          "median_norm_first_100": float(calm), "max_norm": float(norms.max()),
+          "spikes_over_10x": int((norms > 10 * calm).sum()), "max_loss": float(loss.max()),
+          "first_loss_over_2x_chance": int(per_step[blown[0]]["step"]) if blown.size else None,
+          "final_eval": {k: v for k, v in evals[-1].items() if k.startswith("eval/")}}
+
+
+def figures(name: str, root: str, out: pathlib.Path, sizes: dict):
+  config = arm_config(name, sizes)
+  clip = config.optim.clip_norm if config.optim.clip_mode != "none" else None
+  workdir = os.path.join(root, name)
+  title = (f"tanh RNN, SGD lr {config.optim.learning_rate:g}, temporal order "
+           f"T={config.task.seq_len}: {name}")
+  plots.training_curves(os.path.join(workdir, metrics_io.METRICS), out / f"curves_{name}.png",
+                        clip_norm=clip, title=title)
+  plots.gradflow_heatmap(os.path.join(workdir, gradflow_train.GRADFLOW),
+                         out / f"gradflow_{name}.png",
+                         title=f"||dL/dh_t|| over training (every {HOOK_EVERY} steps): {name}")
+
+
+def table(stats) -> str:
+  head = ["arm", "clipped steps", "median ||g|| (first 100)", "max ||g||",
+          "steps ||g|| > 10x median",
+          "max train loss", "first step loss > 2 ln 4", "final eval loss", "final eval accuracy"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for s in stats:
+    e = s["final_eval"]
+    lines.append(f"| {s['arm']} | {s['clipped_steps']} | {s['median_norm_first_100']:.3g} | "
+                 f"{s['max_norm']:.3g} | {s['spikes_over_10x']} | {s['max_loss']:.3g} | "
+                 f"{s['first_loss_over_2x_chance'] or 'never'} | {e['eval/loss']:.4f} | "
+                 f"{e['eval/accuracy']:.3f} |")
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--root", default=DEFAULT_ROOT, help="parent folder of the runs' workdirs")
+  p.add_argument("--out", type=pathlib.Path, default=HERE, help="where figures go")
+  p.add_argument("--seq_len", type=int, default=OVERRIDES["task.seq_len"])
+  p.add_argument("--steps", type=int, default=OVERRIDES["train.num_steps"])
+  args = p.parse_args()
+  args.out.mkdir(parents=True, exist_ok=True)
+  sizes = {"task.seq_len": args.seq_len, "train.num_steps": args.steps}
+  start, stats = time.time(), []
+  for name in ARMS:
+    stopped = train_arm(name, args.root, sizes)
+    stats.append(statistics(name, args.root, stopped))
+    figures(name, args.root, args.out, sizes)
+  with open(args.out / "results.json", "w") as f:
+    json.dump({"stats": stats, "commands": {n: command(n, args.root, sizes) for n in ARMS},
+               "wall_time_s": round(time.time() - start)}, f, indent=1)
+  print(table(stats))
+  print(f"wall time {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+  main()
