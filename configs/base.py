@@ -96,3 +96,26 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   config.train = train()                        # batch, steps, logging and checkpoint periods
   config.gradflow = gradflow()                  # gradient-flow measurement during training
   return config
+
+
+def study_config(task: str, seq_len: int, cell: str, optimizer: str, learning_rate: float,
+                 clip_mode: str, clip_norm: float) -> ml_collections.ConfigDict:
+  """The small per-run setting the ablation studies share (unlocked).
+
+  Hidden 32, batch 32, 1000 steps: one run takes tens of seconds on a 2-core CPU,
+  so a study of a few hundred runs fits in an hour or two.
+  """
+  config = get_config(task)
+  config.task.seq_len = seq_len
+  config.model.cell = cell
+  config.model.hidden_size = 32
+  config.optim.name = optimizer
+  config.optim.learning_rate = learning_rate
+  config.optim.clip_mode = clip_mode
+  config.optim.clip_norm = clip_norm
+  config.train.batch_size = 32
+  config.train.num_steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  return config

@@ -23,19 +23,8 @@ CLIPS = (("none", 1.0), ("global_norm", 0.1), ("global_norm", 1.0), ("global_nor
 def get_config(arg="adding"):
   if arg not in TASKS:
     raise ValueError(f"configs/clipping.py takes a task argument, one of {TASKS}; got {arg!r}.")
-  config = base.get_config(arg)
-  config.task.seq_len = LENGTHS[arg][0]
-  config.model.cell = "rnn"
-  config.model.hidden_size = 32
-  config.optim.name = "momentum"         # SGD with momentum 0.9 (Pascanu et al. use SGD)
-  config.optim.learning_rate = 0.01
-  config.optim.clip_mode = "global_norm"
-  config.optim.clip_norm = 1.0
-  config.train.batch_size = 32
-  config.train.num_steps = 1000
-  config.train.log_every = 50
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  # SGD with momentum 0.9: Pascanu et al. use SGD
+  config = base.study_config(arg, LENGTHS[arg][0], "rnn", "momentum", 0.01, "global_norm", 1.0)
   return config.lock()
 
 

@@ -22,19 +22,7 @@ CELLS = ("rnn", "gru", "mgu", "lstm", "lstm_nig", "lstm_nfg", "lstm_nog", "lstm_
 def get_config(arg="copy"):
   if arg not in TASKS:
     raise ValueError(f"configs/gating.py takes a task argument, one of {TASKS}; got {arg!r}.")
-  config = base.get_config(arg)
-  config.task.seq_len = LENGTHS[arg][0]
-  config.model.cell = "lstm"
-  config.model.hidden_size = 32
-  config.optim.name = "adam"
-  config.optim.learning_rate = 1e-3
-  config.optim.clip_mode = "global_norm"
-  config.optim.clip_norm = 1.0
-  config.train.batch_size = 32
-  config.train.num_steps = 1000
-  config.train.log_every = 50
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  config = base.study_config(arg, LENGTHS[arg][0], "lstm", "adam", 1e-3, "global_norm", 1.0)
   return config.lock()
 
 

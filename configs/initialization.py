@@ -34,19 +34,7 @@ def get_config(arg="adding"):
   if arg not in TASKS:
     raise ValueError(f"configs/initialization.py takes a task argument, one of {TASKS}; "
                      f"got {arg!r}.")
-  config = base.get_config(arg)
-  config.task.seq_len = LENGTHS[arg][0]
-  config.model.cell = "rnn"
-  config.model.hidden_size = 32
-  config.optim.name = "rmsprop"
-  config.optim.learning_rate = 1e-3
-  config.optim.clip_mode = "value"
-  config.optim.clip_norm = 1.0
-  config.train.batch_size = 32
-  config.train.num_steps = 1000
-  config.train.log_every = 50
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  config = base.study_config(arg, LENGTHS[arg][0], "rnn", "rmsprop", 1e-3, "value", 1.0)
   return config.lock()
 
 
