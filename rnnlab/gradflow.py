@@ -85,6 +85,14 @@ def dL_dh(loss_fn: Callable, perturbations):
   return jax.grad(lambda p: _summed_loss(loss_fn(p), batch_shape))(perturbations)
 
 
+def _safe_norm(g: jax.Array) -> jax.Array:
+  """||g|| over the last axis as m * ||g / m||, m = max|g|: float32 squares of a gradient
+  below ~1e-19 would underflow to 0, and vanishing gradients get that small."""
+  m = jnp.max(jnp.abs(g), axis=-1, keepdims=True)
+  safe = jnp.where(m > 0, m, 1.0)
+  return m[..., 0] * jnp.linalg.norm(g / safe, axis=-1)
+
+
 def step_norms(grads, mask=None) -> jax.Array:
   """Per-step gradient norms from ``dL_dh``'s output.
 
@@ -96,7 +104,7 @@ def step_norms(grads, mask=None) -> jax.Array:
   Returns:
     (layers, directions, T): mean_b ||g_t^b||_2, directions ordered (fwd, bwd).
   """
-  per = jnp.stack([jnp.stack([jnp.linalg.norm(layer[d], axis=-1)
+  per = jnp.stack([jnp.stack([_safe_norm(layer[d])
                               for d in _DIRECTIONS if d in layer]) for layer in grads])
   seq_len = per.shape[-1]
   per = per.reshape(*per.shape[:2], -1, seq_len)  # (L, dirs, B, T)

@@ -346,3 +346,11 @@ def test_plots_reject_bad_inputs(tmp_path):
   metrics.write_text(json.dumps({"step": 0, "eval/loss": 1.0}))
   with pytest.raises(ValueError, match="train/loss"):
     plots.training_curves(metrics, tmp_path / "t.png")
+
+
+def test_step_norms_do_not_underflow_in_float32():
+  """A 1e-25 gradient has norm 1e-25, not 0 (its squares underflow float32)."""
+  g = jnp.full((2, 3, 4), 1e-25, jnp.float32)
+  norms = gradflow.step_norms([{"fwd": g}])
+  np.testing.assert_allclose(norms, 2e-25, rtol=1e-5)
+  assert float(gradflow.step_norms([{"fwd": jnp.zeros((2, 3, 4))}]).max()) == 0.0
