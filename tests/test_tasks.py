@@ -52,7 +52,9 @@ def symbols(x):
 # --- registry and configs ----------------------------------------------------------------
 
 def test_registry_and_default_configs_validate():
-  assert tasks.task_names() == ["copy", "adding", "temporal_order", "smnist", "psmnist"]
+  assert tasks.task_names() == ["copy", "adding", "temporal_order", "smnist", "psmnist",
+                                *sorted(tasks.SEQ2SEQ, key=tasks.task_names().index)]
+  assert tasks.SEQ2SEQ == {"reverse", "addition", "sort"}
   for name in tasks.task_names():
     cfg = tasks.default_config(name)
     assert cfg.name == name and {"seq_len", "eval_size"} <= set(cfg.keys())
