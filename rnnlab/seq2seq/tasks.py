@@ -106,10 +106,19 @@ class Seq2SeqTask:
     """
     return self._stream(step, batch_size)
 
+  @property
+  def stream_key(self) -> jax.Array:
+    """PRNGKey(seed): the key the training stream is folded from."""
+    return jax.random.PRNGKey(self.seed)
+
+  def batch_at(self, key, step, batch_size: int) -> dict:
+    """Batch ``step`` of the stream of ``key`` (traced keys allowed: vmapped runs)."""
+    return self._examples(jax.random.fold_in(key, step), batch_size)
+
   @functools.cached_property
   def _stream(self):
     def batch(step, batch_size):
-      return self._examples(jax.random.fold_in(jax.random.PRNGKey(self.seed), step), batch_size)
+      return self.batch_at(jax.random.PRNGKey(self.seed), step, batch_size)
     return jax.jit(batch, static_argnums=1)
 
   def eval_batches(self, batch_size: int) -> list[dict]:

@@ -50,6 +50,15 @@ class Task:
   def train_batch(self, step, batch_size: int) -> Batch:
     raise NotImplementedError
 
+  # On-device tasks only: the training stream as a function of its key, so that runs
+  # with different seeds can share one vmapped program (rnnlab.vmap_runs).
+  # train_batch(step, B) == batch_at(stream_key, step, B).
+  stream_key: jax.Array
+
+  def batch_at(self, key: jax.Array, step, batch_size: int) -> Batch:
+    raise NotImplementedError(f"task {self.name!r} is fed from the host; only on-device "
+                              "tasks have batch_at.")
+
   def eval_batches(self, batch_size: int) -> list[Batch]:
     raise NotImplementedError
 

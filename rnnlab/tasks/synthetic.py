@@ -114,10 +114,19 @@ class SyntheticTask(base.Task):
     self._generate = jax.jit(generator, static_argnums=1)
     self._eval = None
 
+  @property
+  def stream_key(self) -> jax.Array:
+    """PRNGKey(seed): the key the training stream is folded from."""
+    return self._root
+
   def train_batch(self, step, batch_size: int) -> base.Batch:
     """The batch of training ``step`` (an int or traced int32), from fold_in(seed, step)."""
+    return self.batch_at(self._root, step, batch_size)
+
+  def batch_at(self, key, step, batch_size: int) -> base.Batch:
+    """Batch ``step`` of the stream of ``key`` (traced keys allowed: vmapped runs)."""
     base.check_step(step)
-    return self._generate(jax.random.fold_in(self._root, step), batch_size)
+    return self._generate(jax.random.fold_in(key, step), batch_size)
 
   def eval_batches(self, batch_size: int) -> list[base.Batch]:
     """The fixed held-out set of ``eval_size`` examples, in batches of ``batch_size``."""
