@@ -12,6 +12,9 @@ the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweep.py)::
 
     python launch.py --config=configs/gating.py:copy --sweep --workdir=runs/gating --jobs=2
 
+and with ``--vmap=N`` runs that differ only in seed, learning rate, clip threshold or
+forget bias train N at a time in one vmapped program (rnnlab/vmap_runs.py).
+
 Exit codes: 0 done, 1 the run stopped (damaged checkpoint, NaN/Inf, config
 mismatch), 2 bad flags or config values.
 """
@@ -40,6 +43,13 @@ _JOBS = flags.DEFINE_integer(
     "jobs", 1, "With --sweep: how many runs execute at once (one process each).")
 _AGGREGATE = flags.DEFINE_bool(
     "aggregate", False, "With --sweep: only re-aggregate the finished runs in --workdir.")
+_VMAP = flags.DEFINE_integer(
+    "vmap", 0, "With --sweep: train runs that differ only in seed, learning rate, clip "
+    "threshold or forget bias together in one vmapped program, up to this many per process "
+    "(0 = one process per run). See rnnlab/vmap_runs.py.")
+_VMAP_GROUP = flags.DEFINE_list(
+    "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
+    "given by index, vmapped in this process.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -61,21 +71,26 @@ def _parse(argv):
 
 def _sweep() -> int:
   from rnnlab import sweep  # pylint: disable=g-import-not-at-top
+  from rnnlab.errors import RunError  # pylint: disable=g-import-not-at-top
   passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
   try:
     return sweep.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
                       jobs=_JOBS.value, dry_run=_DRY_RUN.value, aggregate_only=_AGGREGATE.value,
-                      passthrough=passthrough)
+                      passthrough=passthrough, vmap=_VMAP.value,
+                      vmap_group=tuple(int(i) for i in _VMAP_GROUP.value))
   except ValueError as err:
     print(f"Invalid sweep: {err}", file=sys.stderr)
     return 2
+  except RunError as err:  # --vmap_group: a checkpoint or config mismatch in one of its runs
+    print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
+    return 1
 
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
   if _SWEEP.value:
     return _sweep()
-  logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
   from rnnlab import train  # pylint: disable=g-import-not-at-top (after flags: fast --help)
   from rnnlab.errors import InvalidConfigError, RunError  # pylint: disable=g-import-not-at-top
   try:

@@ -152,42 +152,108 @@ def _execute(cmd: list[str], run_dir: str) -> tuple[bool, str]:
     return True, ""
   with open(os.path.join(run_dir, "log.txt")) as log:
     tail = log.read()[-2000:]
-  error = {"returncode": proc.returncode, "command": cmd, "log_tail": tail}
-  with open(failed_path, "w") as f:
-    json.dump(error, f, indent=1)
+  _record_failure(run_dir, cmd, proc.returncode, tail)
   return False, tail
 
 
+def _record_failure(run_dir: str, cmd: list[str], returncode, tail: str):
+  with open(os.path.join(run_dir, FAILED), "w") as f:
+    json.dump({"returncode": returncode, "command": cmd, "log_tail": tail}, f, indent=1)
+
+
+def vmap_groups(runs: list[Run], max_size: int) -> list[list[Run]]:
+  """Runs that differ only in ``vmap_runs.VMAPPABLE`` fields, in groups of <= max_size.
+
+  Order follows the sweep; a group of one runs as an ordinary process.
+  """
+  from rnnlab import vmap_runs  # pylint: disable=g-import-not-at-top (imports jax)
+  groups: dict[tuple, list[Run]] = {}
+  for run in runs:
+    key = tuple((k, repr(v)) for k, v in run.overrides if k not in vmap_runs.VMAPPABLE)
+    groups.setdefault(key, []).append(run)
+  return [members[i:i + max_size] for members in groups.values()
+          for i in range(0, len(members), max(1, max_size))]
+
+
+def _execute_group(config_path: str, root: str, runs: list[Run], indices: list[int],
+                   extra_flags) -> dict[str, bool]:
+  """One launch.py process trains ``runs`` vmapped; returns {name: finished}."""
+  launch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch.py")
+  cmd = [sys.executable, launch, f"--config={config_path}", f"--workdir={root}", "--sweep",
+         f"--vmap_group={','.join(map(str, indices))}", *extra_flags]
+  log_path = os.path.join(root, "_vmap", f"runs_{indices[0]}+{len(indices)}.log")
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, "a") as log:
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+  with open(log_path) as log:
+    tail = log.read()[-2000:]
+  result = {}
+  for run in runs:
+    run_dir = os.path.join(root, run.name)
+    result[run.name] = status(run_dir) == "done"
+    if not result[run.name] and status(run_dir) != "failed":
+      os.makedirs(run_dir, exist_ok=True)
+      _record_failure(run_dir, cmd, proc.returncode, tail)
+  return result
+
+
 def run_sweep(config_path: str, root: str, runs: list[Run], *, jobs: int = 1,
-              retry_failed: bool = True, extra_flags=(), stream=sys.stdout) -> dict[str, str]:
+              retry_failed: bool = True, extra_flags=(), vmap: int = 0,
+              stream=sys.stdout) -> dict[str, str]:
   """Runs every unfinished run of the sweep; returns {name: final status}.
 
   Finished runs are skipped. Interrupted runs restart with the same command and
-  so resume from their last checkpoint. ``jobs`` runs execute at once, each in
-  its own process.
+  so resume from their last checkpoint. ``jobs`` processes execute at once.
+  With ``vmap`` > 0, runs that differ only in vmappable values (seed, learning
+  rate, clip threshold, forget bias; see ``rnnlab.vmap_runs``) train together,
+  up to ``vmap`` per process, in one vmapped program.
   """
   os.makedirs(root, exist_ok=True)
   _write_manifest(config_path, root, runs)
   todo = [r for r in runs if status(os.path.join(root, r.name)) != "done"
           and (retry_failed or status(os.path.join(root, r.name)) != "failed")]
   progress = _Progress(len(runs), len(runs) - len(todo), stream)
+  units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
+  index = {r.name: i for i, r in enumerate(runs)}
   print(f"[sweep] {len(runs)} runs in {root}: {len(runs) - len(todo)} already done, "
-        f"{len(todo)} to run with {jobs} process(es).", file=stream, flush=True)
+        f"{len(todo)} to run in {len(units)} process(es), {jobs} at a time"
+        f"{f' (up to {vmap} vmapped runs per process)' if vmap > 0 else ''}.",
+        file=stream, flush=True)
 
-  def one(run: Run):
-    run_dir = os.path.join(root, run.name)
-    progress.update(start=1)
-    ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir)
-    progress.update(done=int(ok), failed=int(not ok))
-    if not ok:
-      last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
-      print(f"[sweep] run {run.name} FAILED: {last} (see {run_dir}/log.txt)",
-            file=stream, flush=True)
-    return run.name, "done" if ok else "failed"
+  def one(unit: list[Run]):
+    progress.update(start=len(unit))
+    if len(unit) == 1:
+      run = unit[0]
+      run_dir = os.path.join(root, run.name)
+      ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir)
+      finished, where = {run.name: ok}, f"{run_dir}/log.txt"
+    else:
+      finished = _execute_group(config_path, root, unit, [index[r.name] for r in unit],
+                                extra_flags)
+      where = f"{root}/_vmap/ and the run's log.txt"
+    ok_count = sum(finished.values())
+    progress.update(done=ok_count, failed=len(unit) - ok_count)
+    for name, ok in finished.items():
+      if not ok:
+        print(f"[sweep] run {name} FAILED (see {where})", file=stream, flush=True)
+    return {n: "done" if ok else "failed" for n, ok in finished.items()}
 
+  results = {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-    results = dict(pool.map(one, todo))
+    for part in pool.map(one, units):
+      results.update(part)
   return {r.name: results.get(r.name, status(os.path.join(root, r.name))) for r in runs}
+
+
+def run_group(config, root: str, runs: list[Run], indices: list[int]) -> int:
+  """``launch.py --sweep --vmap_group=I,J,..``: trains those runs vmapped in this process."""
+  from rnnlab import vmap_runs  # pylint: disable=g-import-not-at-top (imports jax)
+  chosen = [runs[i] for i in indices]
+  configs = [vmap_runs.with_overrides(config, r.as_dict()) for r in chosen]
+  summaries = vmap_runs.train_runs(configs, [os.path.join(root, r.name) for r in chosen])
+  return 0 if all(s is not None for s in summaries) else 1
 
 
 def _write_manifest(config_path: str, root: str, runs: list[Run]):
@@ -281,8 +347,10 @@ def summary_table(rows: list[dict]) -> str:
     bm, bs = _mean_std([r["best"] for r in done])
     beat = sum(bool(r["beats_baseline"]) for r in done)
     wall, _ = _mean_std([r["wall_time_s"] for r in done])
+    # A failed run (diverged to NaN/Inf, crashed) did not beat the baseline.
     lines.append(f"| {name} | {done[0]['metric']} | {fm:.4g} ± {fs:.2g} | {bm:.4g} ± {bs:.2g} | "
-                 f"{done[0]['baseline']:.4g} | {beat}/{len(done)} | {len(done)} / {failed} | "
+                 f"{done[0]['baseline']:.4g} | {beat}/{len(done) + failed} | "
+                 f"{len(done)} / {failed} | "
                  f"{wall:.0f} s |")
   return "\n".join(lines) + "\n"
 
@@ -343,7 +411,8 @@ def aggregate(root: str, runs: list[Run] | None = None, x_keys: tuple[str, ...] 
   text = [f"# Sweep summary: {root}", "",
           f"Runs: {len(rows)} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}). "
           "Final and best held-out primary metric, mean ± standard deviation over seeds; "
-          "'beat baseline' counts runs whose final metric beats the task's trivial baseline.",
+          "'beat baseline' counts runs whose final metric beats the task's trivial baseline "
+          "(failed runs count as not beating it); mean and std are over the runs done.",
           "", summary_table(rows)]
   text += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
   failures = [r for r in rows if r["status"] == "failed"]
@@ -386,16 +455,24 @@ def configs_with_sweeps(folder: str) -> list[str]:
 
 
 def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = False,
-         aggregate_only: bool = False, passthrough=(), stream=sys.stdout) -> int:
+         aggregate_only: bool = False, passthrough=(), vmap: int = 0,
+         vmap_group: tuple[int, ...] = (), stream=sys.stdout) -> int:
   """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code."""
   runs = expand(load_sweep_fn(config_path), config)
+  if vmap_group:
+    bad = [i for i in vmap_group if not 0 <= i < len(runs)]
+    if bad:
+      raise ValueError(f"--vmap_group indices {bad} are not runs of this sweep "
+                       f"(it has {len(runs)}).")
+    return run_group(config, root, runs, list(vmap_group))
   if dry_run:
     for run in runs:
       print(f"{status(os.path.join(root, run.name)):8s} {run.name}", file=stream)
     print(f"{len(runs)} runs.", file=stream)
     return 0
   if not aggregate_only:
-    final = run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough, stream=stream)
+    final = run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough, vmap=vmap,
+                      stream=stream)
     failed = [n for n, s in final.items() if s != "done"]
   else:
     failed = [r.name for r in runs if status(os.path.join(root, r.name)) != "done"]
