@@ -8,15 +8,18 @@ Arms (Le et al. 2015; Jozefowicz et al. 2015; Tallec & Ollivier 2018):
   identity recurrent weights; IRNN (ReLU, identity, N(0, 0.001) inputs);
   LSTM with forget bias 0, forget bias 1 and chrono init (T_max = input length);
 at increasing lengths, 3 seeds each, RMSprop 1e-3 with element-wise clipping at 1
-(Arjovsky et al. 2016's setting). One run: hidden 32, batch 32, 1000 steps.
+(Arjovsky et al. 2016's setting). One run: hidden 32, batch 32, 1000 steps on
+adding and 2000 on copy. Add ``--vmap=6`` to train the three seeds of an arm
+(and the two forget biases, which differ only in value) in one vmapped program.
 
-Runtime and results: see experiments/initialization/README.md once measured.
+Runtime and results: experiments/initialization/README.md.
 """
 
 from configs import base
 
 TASKS = ("adding", "copy")
 LENGTHS = {"adding": (50, 100, 200), "copy": (10, 20, 50)}
+STEPS = {"adding": 1000, "copy": 2000}
 # (arm name, cell, cell_options overrides)
 ARMS = (
     ("rnn_orthogonal", "rnn", {"recurrent_init": "orthogonal"}),
@@ -35,6 +38,7 @@ def get_config(arg="adding"):
     raise ValueError(f"configs/initialization.py takes a task argument, one of {TASKS}; "
                      f"got {arg!r}.")
   config = base.study_config(arg, LENGTHS[arg][0], "rnn", "rmsprop", 1e-3, "value", 1.0)
+  config.train.num_steps = STEPS[arg]
   return config.lock()
 
 
