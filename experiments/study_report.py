@@ -1,0 +1,160 @@
+"""Tables and figures of an ablation study from its sweep folder(s) (``results.csv``).
+
+Used by experiments/{clipping,initialization,gating}/analyze.py. A study is one
+or more sweeps (one per task); each row of ``results.csv`` is a run with its
+overrides, status and final/best held-out metric (``rnnlab.sweep.collect``).
+
+"Solved" is stricter than "beats the trivial baseline" (any run a hair under
+1/6 on adding beats it): a run solves a task when its final held-out metric
+reaches ``SOLVED`` (adding: MSE < 0.01, 6% of the baseline; copy and temporal
+order: accuracy >= 0.99, Pascanu et al.'s < 1% errors). A failed run (NaN/Inf)
+solves nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+SOLVED = {"adding": ("eval/loss", lambda v: v < 0.01, "MSE < 0.01"),
+          "copy": ("eval/accuracy", lambda v: v >= 0.99, "recall accuracy >= 0.99"),
+          "temporal_order": ("eval/accuracy", lambda v: v >= 0.99, "accuracy >= 0.99")}
+
+
+def _number(text: str):
+  if text in ("", None):
+    return None
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return {"True": True, "False": False}.get(text, text)
+
+
+def load(root: str) -> list[dict]:
+  """The rows of ``root/results.csv`` with numbers parsed, plus the sweep's wall time."""
+  with open(os.path.join(root, "results.csv")) as f:
+    return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def solved(task: str, row: dict) -> bool:
+  _, test, _ = SOLVED[task]
+  return row["status"] == "done" and row.get("final") is not None and test(row["final"])
+
+
+def arms(rows: Sequence[dict], label: Callable[[dict], str]) -> dict[str, list[dict]]:
+  out: dict[str, list[dict]] = {}
+  for row in rows:
+    out.setdefault(label(row), []).append(row)
+  return out
+
+
+def cell_text(task: str, members: Sequence[dict]) -> str:
+  """"0.0123 ± 0.004 (2/3)": mean ± std of the final metric over finished runs, solved/total.
+
+  Runs that failed (diverged) show as "†k" after the count.
+  """
+  done = [r["final"] for r in members if r["status"] == "done"]
+  failed = sum(r["status"] == "failed" for r in members)
+  wins = sum(solved(task, r) for r in members)
+  text = "diverged" if not done else (
+      f"{np.mean(done):.3g} ± {np.std(done, ddof=1) if len(done) > 1 else 0.0:.2g}")
+  return f"{text} ({wins}/{len(members)}{f', †{failed}' if failed else ''})"
+
+
+def table(task: str, rows: Sequence[dict], label: Callable[[dict], str],
+          x_key: str = "task.seq_len") -> str:
+  """Markdown: one line per arm, one column per ``x_key`` value."""
+  xs = sorted({r[x_key] for r in rows})
+  metric = SOLVED[task][0]
+  head = f"| arm | " + " | ".join(f"T = {x}" for x in xs) + " |"
+  lines = [f"Final held-out `{metric}`, mean ± std over seeds (runs solved / runs; "
+           f"solved = {SOLVED[task][2]}; †n = runs that diverged to NaN/Inf).", "",
+           head, "|---|" + "---|" * len(xs)]
+  for name, members in arms(rows, label).items():
+    cells = [cell_text(task, [r for r in members if r[x_key] == x]) for x in xs]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def figure(task: str, rows: Sequence[dict], label: Callable[[dict], str], path: str,
+           panel: Callable[[dict], str] | None = None, x_key: str = "task.seq_len",
+           log_y: bool = False, title: str = ""):
+  """Final metric against ``x_key``: one line per arm (mean, min-max band over seeds),
+  one panel per ``panel(row)``; diverged runs are left out of the mean and marked x."""
+  panels = arms(rows, panel) if panel else {"": list(rows)}
+  ncols = min(len(panels), 2)
+  nrows = -(-len(panels) // ncols)
+  fig = Figure(figsize=(5.6 * ncols, 4.0 * nrows))
+  axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+  metric = SOLVED[task][0]
+  baseline = next((r["baseline"] for r in rows if r.get("baseline") is not None), None)
+  for ax, (pname, prow) in zip(axes, panels.items()):
+    for name, members in arms(prow, label).items():
+      xs = sorted({r[x_key] for r in members})
+      mean, low, high, bad = [], [], [], []
+      for x in xs:
+        vals = [r["final"] for r in members if r[x_key] == x and r["status"] == "done"
+                and r["final"] is not None and math.isfinite(r["final"])]
+        mean.append(np.mean(vals) if vals else np.nan)
+        low.append(min(vals) if vals else np.nan)
+        high.append(max(vals) if vals else np.nan)
+        if any(r["status"] == "failed" for r in members if r[x_key] == x):
+          bad.append(x)
+      (line,) = ax.plot(xs, mean, marker="o", label=name)
+      ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
+      for x in bad:
+        ax.plot([x], [np.nanmax(high) if np.isfinite(np.nanmax(high)) else 1.0], marker="x",
+                color=line.get_color(), markersize=9)
+    if baseline is not None:
+      ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="baseline")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"final {metric}")
+    if log_y:
+      ax.set_yscale("log")
+    ax.set_title(f"{title}{pname}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=110)
+  return path
+
+
+def summarize_arms(task, rows, label) -> dict:
+  """{"<arm>, T=<t>": mean, std, solved, runs, diverged} for results.json."""
+  out = {}
+  for name, members in arms(rows, label).items():
+    for t in sorted({r["task.seq_len"] for r in members}):
+      at = [r for r in members if r["task.seq_len"] == t]
+      done = [r["final"] for r in at if r["status"] == "done"]
+      out[f"{name}, T={t}"] = {
+          "mean": float(np.mean(done)) if done else None,
+          "std": float(np.std(done, ddof=1)) if len(done) > 1 else None,
+          "solved": sum(solved(task, r) for r in at), "runs": len(at),
+          "diverged": sum(r["status"] == "failed" for r in at)}
+  return out
+
+
+def sweep_wall_time(root: str) -> float:
+  """Seconds from the first to the last file the sweep wrote (its measured runtime)."""
+  times = []
+  for name in os.listdir(root):
+    for leaf in ("config.json", "summary.json", "failed.json"):
+      path = os.path.join(root, name, leaf)
+      if os.path.exists(path):
+        times.append(os.path.getmtime(path))
+  return max(times) - min(times) if times else 0.0
+
+
+def write_json(path: str, obj):
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
