@@ -153,3 +153,12 @@ def test_validate_rejects_bad_configs(name, fields, match):
     cfg.name = name
   with pytest.raises(ValueError, match=match):
     tasks.validate(cfg)
+
+
+def test_accuracy_by_length_picks_one_prefix():
+  row = {"train/frac@len2": 0.5, "train/correct@len2": 0.5,
+         "eval/frac@len2": 0.5, "eval/correct@len2": 0.25}
+  with pytest.raises(ValueError, match="prefix"):
+    tasks.accuracy_by_length(row)
+  assert tasks.accuracy_by_length(row, prefix="eval/") == {2: 0.5}
+  assert tasks.accuracy_by_length(row, prefix="train/") == {2: 1.0}

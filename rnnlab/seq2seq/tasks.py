@@ -51,15 +51,23 @@ _ADDITION_IDS = {ch: i + 2 for i, ch in enumerate(_ADDITION_CHARS)}
 _EVAL_STREAM = 2**31 - 1  # fold_in index of the held-out set; training never reaches it
 
 
-def accuracy_by_length(metrics: dict) -> dict[int, float]:
-  """{n: exact accuracy at source length n} from (summed or averaged) metrics;
-  keys may carry a prefix such as "eval/". Lengths that never occurred are left out."""
-  out = {}
+def accuracy_by_length(metrics: dict, prefix: str | None = None) -> dict[int, float]:
+  """{n: exact accuracy at source length n} from (summed or averaged) metrics.
+
+  Keys may carry a prefix such as "eval/"; ``prefix`` picks one when the dict
+  holds several (a metrics.jsonl row at an eval step has "train/" and "eval/"
+  keys), and mixing them without choosing is an error. Lengths that never
+  occurred are left out.
+  """
+  found: dict[str, dict[int, float]] = {}
   for key, frac in metrics.items():
-    prefix, sep, n = key.rpartition("frac@len")
-    if sep and float(frac) > 0:
-      out[int(n)] = float(metrics[f"{prefix}correct@len{n}"]) / float(frac)
-  return dict(sorted(out.items()))
+    pre, sep, n = key.rpartition("frac@len")
+    if sep and (prefix is None or pre == prefix) and float(frac) > 0:
+      found.setdefault(pre, {})[int(n)] = float(metrics[f"{pre}correct@len{n}"]) / float(frac)
+  if len(found) > 1:
+    raise ValueError(f"metrics hold per-length keys under several prefixes {sorted(found)}; "
+                     "pass prefix= to choose one.")
+  return dict(sorted(next(iter(found.values()), {}).items()))
 
 
 class Seq2SeqTask:
