@@ -98,24 +98,36 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   return config
 
 
-def study_config(task: str, seq_len: int, cell: str, optimizer: str, learning_rate: float,
-                 clip_mode: str, clip_norm: float) -> ml_collections.ConfigDict:
-  """The small per-run setting the ablation studies share (unlocked).
+def study_arg(arg: str, tasks, config_file: str) -> tuple[str, bool]:
+  """``"adding"`` -> ("adding", False); ``"adding,full"`` -> ("adding", True)."""
+  task, _, size = (arg or "").partition(",")
+  if task not in tasks or size not in ("", "full"):
+    raise ValueError(f"{config_file} takes TASK or TASK,full with TASK one of {tuple(tasks)}; "
+                     f"got {arg!r}.")
+  return task, size == "full"
 
-  Hidden 32, batch 32, 1000 steps: one run takes tens of seconds on a 2-core CPU,
-  so a study of a few hundred runs fits in an hour or two.
+
+def study_config(task: str, seq_len: int, cell: str, optimizer: str, learning_rate: float,
+                 clip_mode: str, clip_norm: float, full: bool = False,
+                 num_steps: int = 1000) -> ml_collections.ConfigDict:
+  """The per-run setting the ablation studies share (unlocked).
+
+  Small (default): hidden 32, batch 32, ``num_steps`` steps: one run takes tens
+  of seconds on a CPU core, so a study fits in well under an hour with
+  ``--vmap``. Full (``full=True``, the ``TASK,full`` argument of the study
+  configs; a GPU job): hidden 128, batch 64, 20,000 steps.
   """
   config = get_config(task)
   config.task.seq_len = seq_len
   config.model.cell = cell
-  config.model.hidden_size = 32
+  config.model.hidden_size = 128 if full else 32
   config.optim.name = optimizer
   config.optim.learning_rate = learning_rate
   config.optim.clip_mode = clip_mode
   config.optim.clip_norm = clip_norm
-  config.train.batch_size = 32
-  config.train.num_steps = 1000
-  config.train.log_every = 50
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  config.train.batch_size = 64 if full else 32
+  config.train.num_steps = 20_000 if full else num_steps
+  config.train.log_every = 200 if full else 50
+  config.train.eval_every = 2000 if full else 250
+  config.train.checkpoint_every = 2000 if full else 250
   return config

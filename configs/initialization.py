@@ -1,7 +1,8 @@
 """Initialisation study: identity, orthogonal, Glorot, scaled Gaussian; forget bias and chrono.
 
-    python launch.py --config=configs/initialization.py:adding --sweep --workdir=runs/init_adding --jobs=2
-    python launch.py --config=configs/initialization.py:copy --sweep --workdir=runs/init_copy --jobs=2
+    python launch.py --config=configs/initialization.py:adding --sweep --workdir=runs/init_adding --vmap=6
+    python launch.py --config=configs/initialization.py:copy --sweep --workdir=runs/init_copy --vmap=6
+    python -m experiments.initialization.analyze --adding=runs/init_adding --copy=runs/init_copy
 
 Arms (Le et al. 2015; Jozefowicz et al. 2015; Tallec & Ollivier 2018):
   tanh RNN with orthogonal, Glorot-uniform, Gaussian at spectral radius 0.95 and
@@ -9,8 +10,11 @@ Arms (Le et al. 2015; Jozefowicz et al. 2015; Tallec & Ollivier 2018):
   LSTM with forget bias 0, forget bias 1 and chrono init (T_max = input length);
 at increasing lengths, 3 seeds each, RMSprop 1e-3 with element-wise clipping at 1
 (Arjovsky et al. 2016's setting). One run: hidden 32, batch 32, 1000 steps on
-adding and 2000 on copy. Add ``--vmap=6`` to train the three seeds of an arm
-(and the two forget biases, which differ only in value) in one vmapped program.
+adding and 2000 on copy. ``--vmap=6`` trains the three seeds of an arm (and the
+two forget biases, which differ only in value) in one vmapped program.
+
+The argument ``TASK,full`` (``configs/initialization.py:copy,full``) is the
+GPU-size study: hidden 128, batch 64, 20,000 steps, longer sequences, 5 seeds.
 
 Runtime and results: experiments/initialization/README.md.
 """
@@ -18,7 +22,9 @@ Runtime and results: experiments/initialization/README.md.
 from configs import base
 
 TASKS = ("adding", "copy")
+ARGS = TASKS + tuple(f"{t},full" for t in TASKS)  # every argument the file accepts
 LENGTHS = {"adding": (50, 100, 200), "copy": (10, 20, 50)}
+FULL_LENGTHS = {"adding": (100, 200, 400), "copy": (100, 200, 500)}
 STEPS = {"adding": 1000, "copy": 2000}
 # (arm name, cell, cell_options overrides)
 ARMS = (
@@ -34,11 +40,10 @@ ARMS = (
 
 
 def get_config(arg="adding"):
-  if arg not in TASKS:
-    raise ValueError(f"configs/initialization.py takes a task argument, one of {TASKS}; "
-                     f"got {arg!r}.")
-  config = base.study_config(arg, LENGTHS[arg][0], "rnn", "rmsprop", 1e-3, "value", 1.0)
-  config.train.num_steps = STEPS[arg]
+  task, full = base.study_arg(arg, TASKS, "configs/initialization.py")
+  lengths = FULL_LENGTHS if full else LENGTHS
+  config = base.study_config(task, lengths[task][0], "rnn", "rmsprop", 1e-3, "value", 1.0,
+                             full=full, num_steps=STEPS[task])
   return config.lock()
 
 
@@ -47,9 +52,10 @@ def _input_length(task, seq_len):
 
 
 def sweep(add, arg="adding"):
-  for seq_len in LENGTHS[arg]:
+  task, full = base.study_arg(arg, TASKS, "configs/initialization.py")
+  for seq_len in (FULL_LENGTHS if full else LENGTHS)[task]:
     for _, cell, options in ARMS:
-      opts = {f"model.cell_options.{k}": (float(_input_length(arg, seq_len)) if v == "T" else v)
+      opts = {f"model.cell_options.{k}": (float(_input_length(task, seq_len)) if v == "T" else v)
               for k, v in options.items()}
-      for seed in range(3):
+      for seed in range(5 if full else 3):
         add(**{"task.seq_len": seq_len, "model.cell": cell, **opts, "seed": seed})

@@ -29,7 +29,7 @@ def _sweep_configs():
   for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
     module = _module(path)
     if hasattr(module, "sweep"):
-      for arg in getattr(module, "TASKS", (None,)):
+      for arg in getattr(module, "ARGS", getattr(module, "TASKS", (None,))):
         yield pytest.param(path, arg, id=f"{os.path.basename(path)}:{arg}")
 
 
