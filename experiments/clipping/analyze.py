@@ -15,7 +15,10 @@ import argparse
 import os
 import pathlib
 
+import numpy as np
+
 from experiments import study_report as report
+from rnnlab import metrics_io
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("none", "global_norm 0.1", "global_norm 1", "global_norm 10", "value 1")
@@ -39,6 +42,35 @@ def _sorted(rows):
                                      ORDER.index(clip_arm(r)), r["task.seq_len"], r["seed"]))
 
 
+def gradient_stats(root: str, rows) -> dict[str, dict]:
+  """Per arm (both lengths pooled): the fraction of steps clipped and the pre-clip global
+  gradient norm at the logged steps (median and max), from each run's metrics.jsonl."""
+  out = {}
+  for name, members in report.arms(rows, label).items():
+    fracs, norms = [], []
+    for row in members:
+      path = os.path.join(root, row["run"], "metrics.jsonl")
+      if not os.path.exists(path):
+        continue
+      logged = [r for r in metrics_io.read_rows(path) if "grad/clipped_frac" in r]
+      fracs += [r["grad/clipped_frac"] for r in logged]
+      norms += [r["grad/norm"] for r in logged if np.isfinite(r["grad/norm"])]
+    out[name] = {"clipped_frac": float(np.mean(fracs)) if fracs else None,
+                 "median_norm": float(np.median(norms)) if norms else None,
+                 "max_norm": float(np.max(norms)) if norms else None}
+  return out
+
+
+def gradient_table(stats: dict) -> str:
+  lines = ["| arm | steps clipped | median logged ||g|| | max logged ||g|| |", "|---|---|---|---|"]
+  for name, s in stats.items():
+    if s["clipped_frac"] is None:
+      continue
+    lines.append(f"| {name} | {s['clipped_frac']:.0%} | {s['median_norm']:.3g} | "
+                 f"{s['max_norm']:.3g} |")
+  return "\n".join(lines)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--adding", default="runs/clipping_adding")
@@ -56,6 +88,11 @@ def main():
     report.figure(task, rows, lambda r: f"clip {clip_arm(r)}", os.path.join(args.out, f"{task}.png"),
                   panel=panel, log_y=task == "adding", title=f"{task}: ")
     results[task] = report.summarize_arms(task, rows, label)
+    stats = gradient_stats(root, rows)
+    results[f"{task}_gradients"] = stats
+    print(f"\nGradients ({task}; both lengths, every logged step; unclipped arms show the "
+          "norms clipping would act on):\n")
+    print(gradient_table(stats))
   report.write_json(os.path.join(args.out, "results.json"), results)
 
 
