@@ -143,6 +143,40 @@ def summarize_arms(task, rows, label) -> dict:
   return out
 
 
+def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
+         sort_key: Callable[[dict], tuple], panel: Callable[[dict], str] | None,
+         out: str, line_label: Callable[[dict], str] | None = None,
+         extra: Callable[[str, str, list[dict], dict], None] | None = None):
+  """The command line of a study's analyze.py: one ``--<task>=<sweep folder>`` per task.
+
+  For each task with a results.csv: prints the arm x length table, writes
+  ``<out>/<task>.png`` (one line per ``line_label``, default the arm, one panel
+  per ``panel``) and collects ``summarize_arms`` into ``<out>/results.json``.
+  ``extra(task, root, rows, results)`` may add more (printing and results).
+  """
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=doc.split("\n")[0])
+  for task, root in defaults.items():
+    p.add_argument(f"--{task}", default=root, help=f"the {task} sweep's --workdir")
+  p.add_argument("--out", default=out, help="where the figures and results.json go")
+  args = p.parse_args()
+  results = {}
+  for task in defaults:
+    root = getattr(args, task)
+    if not os.path.exists(os.path.join(root, "results.csv")):
+      print(f"(no {root}/results.csv: skipping {task})")
+      continue
+    rows = sorted(load(root), key=sort_key)
+    print(f"\n### {task}\n")
+    print(table(task, rows, label))
+    figure(task, rows, line_label or label, os.path.join(args.out, f"{task}.png"), panel=panel,
+           log_y=task == "adding", title=f"{task}: ")
+    results[task] = summarize_arms(task, rows, label)
+    if extra:
+      extra(task, root, rows, results)
+  write_json(os.path.join(args.out, "results.json"), results)
+
+
 def sweep_wall_time(root: str) -> float:
   """Seconds from the first to the last file the sweep wrote (its measured runtime)."""
   times = []

@@ -11,7 +11,6 @@ solved, diverged) to --out.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 
@@ -37,9 +36,9 @@ def panel(row) -> str:
   return f"{row['model.cell']}, SGD+momentum lr {row['optim.learning_rate']:g}"
 
 
-def _sorted(rows):
-  return sorted(rows, key=lambda r: (r["model.cell"] != "rnn", r["optim.learning_rate"],
-                                     ORDER.index(clip_arm(r)), r["task.seq_len"], r["seed"]))
+def _sort_key(r):
+  return (r["model.cell"] != "rnn", r["optim.learning_rate"], ORDER.index(clip_arm(r)),
+          r["task.seq_len"], r["seed"])
 
 
 def gradient_stats(root: str, rows) -> dict[str, dict]:
@@ -71,29 +70,18 @@ def gradient_table(stats: dict) -> str:
   return "\n".join(lines)
 
 
+def _gradients(task, root, rows, results):
+  stats = gradient_stats(root, rows)
+  results[f"{task}_gradients"] = stats
+  print(f"\nGradients ({task}; both lengths, every logged step; unclipped arms show the "
+        "norms clipping would act on):\n")
+  print(gradient_table(stats))
+
+
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--adding", default="runs/clipping_adding")
-  p.add_argument("--temporal_order", default="runs/clipping_to")
-  p.add_argument("--out", default=str(HERE))
-  args = p.parse_args()
-  results = {}
-  for task, root in (("adding", args.adding), ("temporal_order", args.temporal_order)):
-    if not os.path.exists(os.path.join(root, "results.csv")):
-      print(f"(no {root}/results.csv: skipping {task})")
-      continue
-    rows = _sorted(report.load(root))
-    print(f"\n### {task}\n")
-    print(report.table(task, rows, label))
-    report.figure(task, rows, lambda r: f"clip {clip_arm(r)}", os.path.join(args.out, f"{task}.png"),
-                  panel=panel, log_y=task == "adding", title=f"{task}: ")
-    results[task] = report.summarize_arms(task, rows, label)
-    stats = gradient_stats(root, rows)
-    results[f"{task}_gradients"] = stats
-    print(f"\nGradients ({task}; both lengths, every logged step; unclipped arms show the "
-          "norms clipping would act on):\n")
-    print(gradient_table(stats))
-  report.write_json(os.path.join(args.out, "results.json"), results)
+  report.main(__doc__, {"adding": "runs/clipping_adding", "temporal_order": "runs/clipping_to"},
+              label, _sort_key, panel, str(HERE), line_label=lambda r: f"clip {clip_arm(r)}",
+              extra=_gradients)
 
 
 if __name__ == "__main__":

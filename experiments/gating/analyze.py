@@ -10,8 +10,6 @@ panel, the Greff et al. LSTM variants in the other) and ``results.json``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import pathlib
 
 from experiments import study_report as report
@@ -31,23 +29,8 @@ def panel(row) -> str:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--adding", default="runs/gating_adding")
-  p.add_argument("--copy", default="runs/gating_copy")
-  p.add_argument("--out", default=str(HERE))
-  args = p.parse_args()
-  results = {}
-  for task, root in (("adding", args.adding), ("copy", args.copy)):
-    if not os.path.exists(os.path.join(root, "results.csv")):
-      print(f"(no {root}/results.csv: skipping {task})")
-      continue
-    rows = sorted(report.load(root), key=lambda r: (ORDER.index(label(r)), r["task.seq_len"]))
-    print(f"\n### {task}\n")
-    print(report.table(task, rows, label))
-    report.figure(task, rows, label, os.path.join(args.out, f"{task}.png"), panel=panel,
-                  log_y=task == "adding", title=f"{task}: ")
-    results[task] = report.summarize_arms(task, rows, label)
-  report.write_json(os.path.join(args.out, "results.json"), results)
+  report.main(__doc__, {"adding": "runs/gating_adding", "copy": "runs/gating_copy"}, label, lambda r: (ORDER.index(label(r)), r["task.seq_len"]), panel, str(HERE),
+              line_label=None, extra=None)
 
 
 if __name__ == "__main__":
