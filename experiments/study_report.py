@@ -64,8 +64,10 @@ def cell_text(task: str, members: Sequence[dict]) -> str:
   done = [r["final"] for r in members if r["status"] == "done"]
   failed = sum(r["status"] == "failed" for r in members)
   wins = sum(solved(task, r) for r in members)
-  text = "diverged" if not done else (
-      f"{np.mean(done):.3g} ± {np.std(done, ddof=1) if len(done) > 1 else 0.0:.2g}")
+  if done:
+    text = f"{np.mean(done):.3g} ± {np.std(done, ddof=1) if len(done) > 1 else 0.0:.2g}"
+  else:
+    text = "diverged" if failed else "not finished"
   return f"{text} ({wins}/{len(members)}{f', †{failed}' if failed else ''})"
 
 
