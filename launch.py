@@ -47,6 +47,9 @@ _VMAP = flags.DEFINE_integer(
     "vmap", 0, "With --sweep: train runs that differ only in seed, learning rate, clip "
     "threshold or forget bias together in one vmapped program, up to this many per process "
     "(0 = one process per run). See rnnlab/vmap_runs.py.")
+_ONLY = flags.DEFINE_string(
+    "only", "", "With --sweep: only the runs whose overrides include every field=value given, "
+    "e.g. --only=seq_len=50,cell=lstm (fields by their last name, as in the run folders).")
 _VMAP_GROUP = flags.DEFINE_list(
     "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
     "given by index, vmapped in this process.")
@@ -77,7 +80,7 @@ def _sweep() -> int:
     return sweep.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
                       jobs=_JOBS.value, dry_run=_DRY_RUN.value, aggregate_only=_AGGREGATE.value,
                       passthrough=passthrough, vmap=_VMAP.value,
-                      vmap_group=tuple(int(i) for i in _VMAP_GROUP.value))
+                      vmap_group=tuple(int(i) for i in _VMAP_GROUP.value), only=_ONLY.value)
   except ValueError as err:
     print(f"Invalid sweep: {err}", file=sys.stderr)
     return 2

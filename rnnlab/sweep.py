@@ -201,14 +201,16 @@ def _execute_group(config_path: str, root: str, runs: list[Run], indices: list[i
 
 def run_sweep(config_path: str, root: str, runs: list[Run], *, jobs: int = 1,
               retry_failed: bool = True, extra_flags=(), vmap: int = 0,
-              stream=sys.stdout) -> dict[str, str]:
+              all_runs: list[Run] | None = None, stream=sys.stdout) -> dict[str, str]:
   """Runs every unfinished run of the sweep; returns {name: final status}.
 
   Finished runs are skipped. Interrupted runs restart with the same command and
   so resume from their last checkpoint. ``jobs`` processes execute at once.
   With ``vmap`` > 0, runs that differ only in vmappable values (seed, learning
   rate, clip threshold, forget bias; see ``rnnlab.vmap_runs``) train together,
-  up to ``vmap`` per process, in one vmapped program.
+  up to ``vmap`` per process, in one vmapped program. ``all_runs``: the whole
+  expansion when ``runs`` is a selection of it (``--only``; group processes
+  name their runs by index in it).
   """
   os.makedirs(root, exist_ok=True)
   _write_manifest(config_path, root, runs)
@@ -216,7 +218,7 @@ def run_sweep(config_path: str, root: str, runs: list[Run], *, jobs: int = 1,
           and (retry_failed or status(os.path.join(root, r.name)) != "failed")]
   progress = _Progress(len(runs), len(runs) - len(todo), stream)
   units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
-  index = {r.name: i for i, r in enumerate(runs)}
+  index = {r.name: i for i, r in enumerate(all_runs or runs)}
   print(f"[sweep] {len(runs)} runs in {root}: {len(runs) - len(todo)} already done, "
         f"{len(todo)} to run in {len(units)} process(es), {jobs} at a time"
         f"{f' (up to {vmap} vmapped runs per process)' if vmap > 0 else ''}.",
@@ -441,6 +443,11 @@ def load_sweep_fn(config_path: str) -> Callable:
   if not hasattr(module, "sweep"):
     raise ValueError(f"{config_path} defines no sweep(add) function; configs with sweeps: "
                      f"{', '.join(configs_with_sweeps(os.path.dirname(config_path)))}.")
+  if arg:
+    if "arg" not in inspect.signature(module.sweep).parameters:
+      raise ValueError(f"{config_path}: the config takes an argument but its sweep(add) has no "
+                       "'arg' parameter to receive it; define sweep(add, arg=...).")
+    return lambda add: module.sweep(add, arg)
   return module.sweep
 
 
@@ -454,11 +461,31 @@ def configs_with_sweeps(folder: str) -> list[str]:
   return found
 
 
+def select(runs: list[Run], only: str) -> list[Run]:
+  """The runs whose overrides include every ``field=value`` of ``only`` ("seq_len=50,cell=lstm").
+
+  Fields are matched by their last component, values as they appear in run names.
+  """
+  wanted = [part.split("=", 1) for part in only.split(",") if part]
+  if any(len(w) != 2 for w in wanted):
+    raise ValueError(f"--only takes field=value pairs separated by commas, got {only!r}.")
+  def keep(run):
+    have = {(k.split(".")[-1], _slug(v)) for k, v in run.overrides}
+    return all((k, _slug(v)) in have for k, v in wanted)
+  chosen = [r for r in runs if keep(r)]
+  if not chosen:
+    raise ValueError(f"--only={only} selects none of the {len(runs)} runs (names look like "
+                     f"{runs[0].name!r}).")
+  return chosen
+
+
 def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = False,
          aggregate_only: bool = False, passthrough=(), vmap: int = 0,
-         vmap_group: tuple[int, ...] = (), stream=sys.stdout) -> int:
+         vmap_group: tuple[int, ...] = (), only: str = "", stream=sys.stdout) -> int:
   """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code."""
-  runs = expand(load_sweep_fn(config_path), config)
+  all_runs = runs = expand(load_sweep_fn(config_path), config)
+  if only and not vmap_group:
+    runs = select(all_runs, only)
   if vmap_group:
     bad = [i for i in vmap_group if not 0 <= i < len(runs)]
     if bad:
@@ -472,7 +499,7 @@ def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = 
     return 0
   if not aggregate_only:
     final = run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough, vmap=vmap,
-                      stream=stream)
+                      all_runs=all_runs, stream=stream)
     failed = [n for n, s in final.items() if s != "done"]
   else:
     failed = [r.name for r in runs if status(os.path.join(root, r.name)) != "done"]

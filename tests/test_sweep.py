@@ -51,6 +51,35 @@ def test_every_config_sweep_expands(path, arg):
       node[leaf] = v
 
 
+def test_the_config_argument_reaches_the_sweep(tmp_path):
+  path = tmp_path / "witharg.py"
+  path.write_text("def sweep(add, arg='adding'):\n"
+                  "  for seed in range(3):\n"
+                  "    add(**{'task.seq_len': {'adding': 7, 'copy': 9}[arg], 'seed': seed})\n")
+  config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
+  for arg, length in (("adding", 7), ("copy", 9)):
+    runs = sweep.expand(sweep.load_sweep_fn(f"{path}:{arg}"), config)
+    assert {r.as_dict()["task.seq_len"] for r in runs} == {length}, arg
+  assert {r.as_dict()["task.seq_len"] for r in
+          sweep.expand(sweep.load_sweep_fn(str(path)), config)} == {7}  # the default
+  path.write_text("def sweep(add):\n  add(seed=0)\n")
+  with pytest.raises(ValueError, match="arg"):
+    sweep.load_sweep_fn(f"{path}:copy")
+
+
+def test_only_selects_runs_by_field_values():
+  runs = [sweep.Run(sweep.run_name(o), tuple(o.items())) for o in (
+      {"task.seq_len": 50, "model.cell": "lstm", "seed": 0},
+      {"task.seq_len": 50, "model.cell": "rnn", "seed": 0},
+      {"task.seq_len": 100, "model.cell": "lstm", "seed": 0})]
+  assert [r.name for r in sweep.select(runs, "seq_len=50,cell=lstm")] == [runs[0].name]
+  assert len(sweep.select(runs, "cell=lstm")) == 2
+  with pytest.raises(ValueError, match="selects none"):
+    sweep.select(runs, "cell=gru")
+  with pytest.raises(ValueError, match="field=value"):
+    sweep.select(runs, "lstm")
+
+
 def test_expand_rejects_unknown_fields_and_duplicates():
   config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
   with pytest.raises(ValueError, match="model.cel"):
