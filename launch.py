@@ -49,7 +49,8 @@ _VMAP = flags.DEFINE_integer(
     "(0 = one process per run). See rnnlab/vmap_runs.py.")
 _ONLY = flags.DEFINE_string(
     "only", "", "With --sweep: only the runs whose overrides include every field=value given, "
-    "e.g. --only=seq_len=50,cell=lstm (fields by their last name, as in the run folders).")
+    "e.g. --only=seq_len=50,cell=lstm|gru (fields by their last name, as in the run folders; "
+    "a|b accepts either value).")
 _VMAP_GROUP = flags.DEFINE_list(
     "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
     "given by index, vmapped in this process.")

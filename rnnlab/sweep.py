@@ -464,14 +464,15 @@ def configs_with_sweeps(folder: str) -> list[str]:
 def select(runs: list[Run], only: str) -> list[Run]:
   """The runs whose overrides include every ``field=value`` of ``only`` ("seq_len=50,cell=lstm").
 
-  Fields are matched by their last component, values as they appear in run names.
+  Fields are matched by their last component, values as they appear in run names;
+  ``field=a|b`` accepts either value.
   """
   wanted = [part.split("=", 1) for part in only.split(",") if part]
   if any(len(w) != 2 for w in wanted):
     raise ValueError(f"--only takes field=value pairs separated by commas, got {only!r}.")
   def keep(run):
-    have = {(k.split(".")[-1], _slug(v)) for k, v in run.overrides}
-    return all((k, _slug(v)) in have for k, v in wanted)
+    have = {k.split(".")[-1]: _slug(v) for k, v in run.overrides}
+    return all(have.get(k) in {_slug(a) for a in v.split("|")} for k, v in wanted)
   chosen = [r for r in runs if keep(r)]
   if not chosen:
     raise ValueError(f"--only={only} selects none of the {len(runs)} runs (names look like "

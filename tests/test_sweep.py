@@ -74,6 +74,7 @@ def test_only_selects_runs_by_field_values():
       {"task.seq_len": 100, "model.cell": "lstm", "seed": 0})]
   assert [r.name for r in sweep.select(runs, "seq_len=50,cell=lstm")] == [runs[0].name]
   assert len(sweep.select(runs, "cell=lstm")) == 2
+  assert len(sweep.select(runs, "seq_len=50,cell=lstm|rnn")) == 2
   with pytest.raises(ValueError, match="selects none"):
     sweep.select(runs, "cell=gru")
   with pytest.raises(ValueError, match="field=value"):
