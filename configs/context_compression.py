@@ -1,11 +1,11 @@
 """Context compression: exact match against source length, attention x source reversal.
 
-    python launch.py --config=configs/context_compression.py --sweep --workdir=/tmp/rnnlab_context_compression --jobs=1
-    python -m experiments.context_compression.analyze --root=/tmp/rnnlab_context_compression
+    python launch.py --config=configs/context_compression.py --sweep --workdir=runs/context_compression --jobs=1
+    python -m experiments.context_compression.analyze --root=runs/context_compression
 
 One run of the sweep (the arm is two fields):
 
-    python launch.py --config=configs/context_compression.py --workdir=/tmp/cc_one --config.model.attention=none --config.model.reverse_source=False --config.seed=0
+    python launch.py --config=configs/context_compression.py --workdir=runs/cc_one --config.model.attention=none --config.model.reverse_source=False --config.seed=0
 
 Question (issue #4): without attention the decoder sees the source only through
 the encoder's final state, a fixed-size vector; does exact match fall with the

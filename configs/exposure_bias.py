@@ -1,11 +1,11 @@
 """Exposure bias: teacher forcing against scheduled sampling, judged by free-running decoding.
 
-    python launch.py --config=configs/exposure_bias.py --sweep --workdir=/tmp/rnnlab_exposure_bias --jobs=1
-    python -m experiments.exposure_bias.analyze --root=/tmp/rnnlab_exposure_bias
+    python launch.py --config=configs/exposure_bias.py --sweep --workdir=runs/exposure_bias --jobs=1
+    python -m experiments.exposure_bias.analyze --root=runs/exposure_bias
 
 One run of the sweep (the arm is the training mode and schedule):
 
-    python launch.py --config=configs/exposure_bias.py --workdir=/tmp/eb_one --config.model.train_mode=scheduled_sampling --config.model.ss_schedule=inverse_sigmoid --config.seed=0
+    python launch.py --config=configs/exposure_bias.py --workdir=runs/eb_one --config.model.train_mode=scheduled_sampling --config.model.ss_schedule=inverse_sigmoid --config.seed=0
 
 Question (issue #4): a decoder trained with teacher forcing only ever sees the
 reference prefix; at test time it reads its own outputs (free running). How

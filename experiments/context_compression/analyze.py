@@ -1,6 +1,6 @@
 r"""Exact match against source length for the context-compression sweep.
 
-    python -m experiments.context_compression.analyze --root=/tmp/rnnlab_context_compression
+    python -m experiments.context_compression.analyze --root=runs/context_compression
 
 Reads every run of ``configs/context_compression.py``'s sweep in --root (its
 config.json for the arm, summary.json for the final held-out metrics,
@@ -25,7 +25,7 @@ from rnnlab import metrics_io
 from rnnlab.seq2seq.tasks import accuracy_by_length
 
 HERE = pathlib.Path(__file__).resolve().parent
-DEFAULT_ROOT = "/tmp/rnnlab_context_compression"
+DEFAULT_ROOT = "runs/context_compression"
 BUCKET = 4  # source lengths per column of the compact table
 
 

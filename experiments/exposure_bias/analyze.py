@@ -1,6 +1,6 @@
 r"""Teacher-forced against free-running accuracy for the exposure-bias sweep.
 
-    python -m experiments.exposure_bias.analyze --root=/tmp/rnnlab_exposure_bias
+    python -m experiments.exposure_bias.analyze --root=runs/exposure_bias
 
 For every run of ``configs/exposure_bias.py``'s sweep in --root: the final
 checkpoint's parameters on the run's held-out set (the task's eval stream, the
@@ -39,7 +39,7 @@ from rnnlab import metrics_io, train
 from rnnlab.checkpoint import Checkpointer
 
 HERE = pathlib.Path(__file__).resolve().parent
-DEFAULT_ROOT = "/tmp/rnnlab_exposure_bias"
+DEFAULT_ROOT = "runs/exposure_bias"
 # Fields that fix the network; every run must agree so that one compiled function serves all.
 ARCHITECTURE = ("cell", "hidden_size", "num_layers", "embed_size", "attention", "bridge",
                 "reverse_source", "decode")
