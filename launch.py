@@ -46,7 +46,7 @@ _AGGREGATE = flags.DEFINE_bool(
 _VMAP = flags.DEFINE_integer(
     "vmap", 0, "With --sweep: train runs that differ only in seed, learning rate, clip "
     "threshold or forget bias together in one vmapped program, up to this many per process "
-    "(0 = one process per run). See rnnlab/vmap_runs.py.")
+    "(0 = one process per run). See rnnlab/vmap_runs.py.", lower_bound=0)
 _ONLY = flags.DEFINE_string(
     "only", "", "With --sweep: only the runs whose overrides include every field=value given, "
     "e.g. --only=seq_len=50,cell=lstm|gru (fields by their last name, as in the run folders; "
@@ -68,6 +68,9 @@ def _parse(argv):
     while isinstance(message, Exception) and message.args:  # ml_collections nests KeyErrors
       message = message.args[0]
     message = str(message)
+    if "Traceback" in message:  # a config file's get_config raised: its last line says why
+      lines = [l for l in message.splitlines() if l.strip()]
+      message = f"{lines[0]} {lines[-1]}"
     print(f"Bad flags: {message}\nSee the config file for the valid fields "
           f"(python {argv[0]} --helpfull lists the flags).", file=sys.stderr)
     sys.exit(2)

@@ -45,3 +45,13 @@ def test_workdir_of_another_run_is_refused(tmp_path):
   assert "ConfigMismatchError" in out.stderr and "model.hidden_size: 3 -> 5" in out.stderr
   assert "--overwrite to delete that run" in out.stderr
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
+def test_bad_config_argument_is_one_line(tmp_path):
+  out = subprocess.run([sys.executable, "launch.py", "--config=configs/gating.py:bogus", "--sweep",
+                        f"--workdir={tmp_path / 'sweep'}", "--dry_run"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": REPO})
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "configs/gating.py takes TASK or TASK,full with TASK one of ('adding', 'copy'); " \
+         "got 'bogus'." in out.stderr
