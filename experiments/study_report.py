@@ -179,17 +179,6 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
   write_json(os.path.join(args.out, "results.json"), results)
 
 
-def sweep_wall_time(root: str) -> float:
-  """Seconds from the first to the last file the sweep wrote (its measured runtime)."""
-  times = []
-  for name in os.listdir(root):
-    for leaf in ("config.json", "summary.json", "failed.json"):
-      path = os.path.join(root, name, leaf)
-      if os.path.exists(path):
-        times.append(os.path.getmtime(path))
-  return max(times) - min(times) if times else 0.0
-
-
 def write_json(path: str, obj):
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w") as f:

@@ -38,14 +38,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import config_utils, metrics_io, train
+from rnnlab import config_utils, metrics_io, sweep, train
 from rnnlab.checkpoint import Checkpointer
 from rnnlab.errors import InvalidConfigError, NonFiniteError
 
 # Fields whose values may differ between the runs of one program.
 VMAPPABLE = frozenset({"seed", "optim.learning_rate", "optim.clip_norm",
                        "model.cell_options.forget_bias"})
-FAILED = "failed.json"
+FAILED = sweep.FAILED  # the file a failed run leaves, as a failed sweep process does
 
 
 def static_part(config) -> dict:
@@ -135,17 +135,21 @@ def make_eval_fn(job: train.Job) -> Callable:
   return jax.jit(jax.vmap(one))
 
 
-def _evaluate(eval_fn, params, per_run_batches: list[list]) -> list[dict[str, float]]:
+def _stack_eval_batches(runs) -> tuple[list, list[int]]:
+  """The held-out set of every run, stacked batch by batch (once per group), and batch sizes."""
+  cfg = runs[0].job.config.train
+  per_run = [r.job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size) for r in runs]
+  batches = [stack([batches[b] for batches in per_run]) for b in range(len(per_run[0]))]
+  return batches, [len(jax.tree.leaves(b)[0]) for b in per_run[0]]
+
+
+def _evaluate(eval_fn, params, batches: list, sizes: list[int]) -> list[dict[str, float]]:
   """``eval/<metric>`` per run, each the length-weighted mean over its held-out batches."""
-  n_batches = len(per_run_batches[0])
-  outs, sizes = [], []
-  for b in range(n_batches):
-    batch = stack([batches[b] for batches in per_run_batches])
-    outs.append(jax.device_get(eval_fn(params, batch)))
-    sizes.append(len(jax.tree.leaves(per_run_batches[0][b])[0]))
+  outs = [jax.device_get(eval_fn(params, batch)) for batch in batches]
   total = sum(sizes)
+  runs = len(jax.tree.leaves(outs[0])[0])
   return [{f"eval/{k}": float(sum(o[k][i] * n for o, n in zip(outs, sizes)) / total)
-           for k in outs[0]} for i in range(len(per_run_batches))]
+           for k in outs[0]} for i in range(runs)]
 
 
 def train_runs(configs: Sequence, workdirs: Sequence[str], *,
@@ -223,9 +227,8 @@ def _train_group(runs: list[_Run], start: int, console):
       state = state.replace(sums=jax.tree.map(jnp.zeros_like, state.sums))
     if do_eval:
       if eval_data is None:
-        bs = cfg.eval_batch_size or cfg.batch_size
-        eval_data = [r.job.task.eval_batches(bs) for r in runs]
-      for row, ev in zip(rows, _evaluate(eval_fn, state.params, eval_data)):
+        eval_data = _stack_eval_batches(runs)
+      for row, ev in zip(rows, _evaluate(eval_fn, state.params, *eval_data)):
         row.update(ev)
     timing = clock.tick(step)
     speed = clock.speed(step, total, timing["perf/steps_per_sec"])
