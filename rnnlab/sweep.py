@@ -230,16 +230,17 @@ def run_sweep(config_path: str, root: str, runs: list[Run], *, jobs: int = 1,
       run = unit[0]
       run_dir = os.path.join(root, run.name)
       ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir)
-      finished, where = {run.name: ok}, f"{run_dir}/log.txt"
+      last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+      finished, why = {run.name: ok}, f": {last} (see {run_dir}/log.txt)"
     else:
       finished = _execute_group(config_path, root, unit, [index[r.name] for r in unit],
                                 extra_flags)
-      where = f"{root}/_vmap/ and the run's log.txt"
+      why = f" (see its failed.json and log.txt, and {root}/_vmap/)"
     ok_count = sum(finished.values())
     progress.update(done=ok_count, failed=len(unit) - ok_count)
     for name, ok in finished.items():
       if not ok:
-        print(f"[sweep] run {name} FAILED (see {where})", file=stream, flush=True)
+        print(f"[sweep] run {name} FAILED{why}", file=stream, flush=True)
     return {n: "done" if ok else "failed" for n, ok in finished.items()}
 
   results = {}
