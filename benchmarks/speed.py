@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--input_size", type=int, default=None, help="D; default: the hidden size")
   p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
   p.add_argument("--warmup", type=int, help="untimed calls before timing")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="run the speed grid this many times, frameworks in a rotated order "
+                      "each round; the table shows medians over rounds and the spread of "
+                      "the per-round ratios")
   p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                  help="cores for every framework (default: all this process may use)")
   p.add_argument("--device", default="cpu", choices=tuple(TORCH_DEVICE),
@@ -113,7 +118,8 @@ def _resolve(args):
   args.modes = _list(args.modes, str, harness.MODES)
   args.parts = _list(args.parts, str, PARTS)
   args.torch_device = args.torch_device or TORCH_DEVICE[args.device]
-  _check_positive(args, "repeats", "memory_batch", "memory_hidden", "threads", "timeout")
+  _check_positive(args, "repeats", "memory_batch", "memory_hidden", "threads", "timeout",
+                  "rounds")
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
   if args.input_size is not None:
@@ -135,10 +141,20 @@ def _spec(args, task, framework, cell, configs, **extra):
 
 
 def speed_specs(args) -> list[dict]:
-  """One worker spec per (cell, framework), each over the whole grid."""
+  """One worker spec per (round, cell, framework), each over the whole grid.
+
+  Rounds run one after another; within round r the frameworks start r places
+  further along, so that no framework always runs first (or right after the
+  same peer) and slow drifts of the machine fall on every framework alike.
+  """
   configs = [[b, t, h] for h in args.hidden for t in args.length for b in args.batch]
-  return [_spec(args, "speed", fw, cell, configs)
-          for cell in args.cells for fw in args.frameworks]
+  fws = list(args.frameworks)
+  specs = []
+  for r in range(args.rounds):
+    k = r % len(fws)
+    specs += [_spec(args, "speed", fw, cell, configs, round=r)
+              for cell in args.cells for fw in fws[k:] + fws[:k]]
+  return specs
 
 
 def memory_specs(args) -> list[dict]:
@@ -168,6 +184,9 @@ def run_worker(spec: dict, timeout: int) -> list[dict]:
   if failure:
     rows.append({"framework": spec["framework"], "cell": spec["cell"], "mode": spec["task"],
                  "error": failure})
+  if "round" in spec:
+    for row in rows:
+      row["round"] = spec["round"]
   return rows
 
 
@@ -179,7 +198,8 @@ def run_all(specs, timeout, save=None) -> list[dict]:
     start = time.perf_counter()
     new = run_worker(spec, timeout)
     errors = sum("error" in r for r in new)
-    print(f"[{i}/{len(specs)}] {spec['task']} {spec['framework']} {spec['cell']}"
+    tag = f" round {spec['round']}" if "round" in spec else ""
+    print(f"[{i}/{len(specs)}] {spec['task']}{tag} {spec['framework']} {spec['cell']}"
           f"{' remat' if spec.get('remat') else ''}: {len(new)} rows, {errors} errors, "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     rows += new
@@ -188,36 +208,95 @@ def run_all(specs, timeout, save=None) -> list[dict]:
   return rows
 
 
-def _ktok(row, key) -> str:
-  if row is None:
-    return "-"
-  return "err" if "error" in row else f"{row[key] / 1e3:.1f}k"
+def _case(row):
+  return row["cell"], row["mode"], row.get("batch"), row.get("length"), row.get("hidden")
 
 
-def _ratio(row, peer, key) -> str:
-  if row is None or peer is None or "error" in row or "error" in peer:
-    return "-"
-  return f"{row[key] / peer[key]:.2f}"
+def _by_case(rows, key):
+  """(framework, case) -> {round: metric} over the speed rows without errors, and the set
+  of (framework, case) that had an error in some round."""
+  values, errors = {}, set()
+  for r in rows:
+    if r["mode"] not in harness.MODES or r.get("batch") is None:
+      continue
+    k = (r["framework"], *_case(r))
+    if "error" in r:
+      errors.add(k)
+    else:
+      values.setdefault(k, {})[r.get("round", 0)] = r[key]
+  return values, errors
+
+
+def _ratios(values, case, peer):
+  """Per-round rnnlab/peer ratios, over the rounds both measured."""
+  ref, other = values.get((REFERENCE, *case), {}), values.get((peer, *case), {})
+  return [ref[r] / other[r] for r in sorted(set(ref) & set(other))]
 
 
 def speed_table(rows, frameworks, metric="wall") -> str:
-  """Tokens/s per framework and rnnlab/peer per (cell, mode, B, T, H)."""
+  """Tokens/s per framework and rnnlab/peer per (cell, mode, B, T, H).
+
+  With several rounds, tokens/s is the median over rounds and each ratio is the
+  median of the per-round ratios, followed by their range (lowest-highest).
+  """
   key = METRICS[metric]
-  index = {(r["framework"], r["cell"], r["mode"], r.get("batch"), r.get("length"),
-            r.get("hidden")): r for r in rows}
-  cases = sorted({k[1:] for k in index if k[2] in harness.MODES and k[3] is not None})
+  values, errors = _by_case(rows, key)
+  cases = sorted({k[1:] for k in values} | {k[1:] for k in errors})
   peers = [f for f in frameworks if f != REFERENCE] if REFERENCE in frameworks else []
+  spread = any(len(v) > 1 for v in values.values())
+  width = 20 if spread else 14
+
+  def tokens(f, case):
+    if (f, *case) in values:
+      return f"{statistics.median(values[(f, *case)].values()) / 1e3:.1f}k"
+    return "err" if (f, *case) in errors else "-"
+
+  def ratio(case, peer):
+    rs = _ratios(values, case, peer)
+    if not rs:
+      return "-"
+    text = f"{statistics.median(rs):.2f}"
+    return f"{text} ({min(rs):.2f}-{max(rs):.2f})" if spread and len(rs) > 1 else text
+
   head = (f"{'cell':5} {'mode':8} {'B':>4} {'T':>5} {'H':>4} | "
           + " ".join(f"{f:>10}" for f in frameworks) + " | "
-          + " ".join(f"{REFERENCE + '/' + p:>14}" for p in peers))
+          + " ".join(f"{REFERENCE + '/' + p:>{width}}" for p in peers))
   lines = [head, "-" * len(head)]
   for case in cases:
     cell, mode, b, t, h = case
-    ref = index.get((REFERENCE, *case))
     lines.append(f"{cell:5} {mode:8} {b:>4} {t:>5} {h:>4} | "
-                 + " ".join(f"{_ktok(index.get((f, *case)), key):>10}" for f in frameworks)
-                 + " | " + " ".join(f"{_ratio(ref, index.get((p, *case)), key):>14}"
-                                    for p in peers))
+                 + " ".join(f"{tokens(f, case):>10}" for f in frameworks)
+                 + " | " + " ".join(f"{ratio(case, p):>{width}}" for p in peers))
+  return "\n".join(lines)
+
+
+def ratio_summary(rows, frameworks, metric="wall") -> str:
+  """One line per peer: how the per-point rnnlab/peer ratios are spread over the grid.
+
+  A point counts as ahead or behind by its median ratio over rounds; "behind in
+  every round" counts the points where rnnlab was slower in each round: with
+  noise alone that is rare (1 in 2^R per point), so those are the ones to look at.
+  """
+  values, _ = _by_case(rows, METRICS[metric])
+  cases = sorted({k[1:] for k in values})
+  lines = []
+  for peer in (f for f in frameworks if f != REFERENCE):
+    per_case = {c: _ratios(values, c, peer) for c in cases}
+    per_case = {c: rs for c, rs in per_case.items() if rs}
+    if not per_case:
+      continue
+    med = [statistics.median(rs) for rs in per_case.values()]
+    rounds = max(len(rs) for rs in per_case.values())
+    behind = [c for c, rs in per_case.items() if statistics.median(rs) < 1]
+    line = (f"{REFERENCE}/{peer}: {len(med)} points, median {statistics.median(med):.2f}, "
+            f"geometric mean {statistics.geometric_mean(med):.2f}, range {min(med):.2f}-"
+            f"{max(med):.2f}; ahead at {len(med) - len(behind)}, behind at {len(behind)} "
+            f"({sum(m >= 0.9 for m in med if m < 1)} of them by less than 10%)")
+    if rounds > 1:
+      always = [c for c, rs in per_case.items() if len(rs) == rounds and max(rs) < 1]
+      line += (f"; behind in every one of {rounds} rounds at {len(always)}"
+               + (": " + ", ".join(" ".join(map(str, c)) for c in always) if always else ""))
+    lines.append(line)
   return "\n".join(lines)
 
 
@@ -268,6 +347,7 @@ def print_tables(rows, args) -> None:
     print(f"\nTokens per {args.metric} second ({args.threads} threads, device {args.device}, "
           f"torch on {args.torch_device}); {REFERENCE}/peer > 1 means {REFERENCE} is faster.")
     print(speed_table(rows, frameworks, args.metric))
+    print(ratio_summary(rows, frameworks, args.metric))
   if any(r["mode"] == "memory" for r in rows):
     print("\nPeak memory of one training step of rnnlab's lstm. XLA: compiled buffer sizes "
           "(temp = intermediates). RSS step+: peak RSS during the step minus RSS before it "

@@ -74,11 +74,39 @@ def test_speed_table_ratios():
   assert line[-2:] == ["2.00", "-"] and "err" in line
 
 
+def test_rounds_rotate_frameworks_and_tag_rows():
+  args = speed.parse_args(["--rounds", "3", "--frameworks", "rnnlab,flax,torch", "--cells",
+                           "lstm", "--parts", "speed"])
+  order = [(s["round"], s["framework"]) for s in speed.speed_specs(args)]
+  assert order == [(0, "rnnlab"), (0, "flax"), (0, "torch"), (1, "flax"), (1, "torch"),
+                   (1, "rnnlab"), (2, "torch"), (2, "rnnlab"), (2, "flax")]
+
+
+def test_table_and_summary_over_rounds():
+  def row(fw, rnd, value, hidden=3):
+    return {"framework": fw, "cell": "lstm", "mode": "train", "batch": 1, "length": 2,
+            "hidden": hidden, "round": rnd, "tokens_per_s": value * 1e3}
+  # hidden 3: rnnlab ahead in two rounds of three; hidden 4: behind in all three
+  rows = [row("rnnlab", r, v) for r, v in enumerate((100.0, 120.0, 90.0))]
+  rows += [row("flax", r, v) for r, v in enumerate((80.0, 100.0, 100.0))]
+  rows += [row("rnnlab", r, 50.0, hidden=4) for r in range(3)]
+  rows += [row("flax", r, v, hidden=4) for r, v in enumerate((60.0, 55.0, 100.0))]
+  table = speed.speed_table(rows, ("rnnlab", "flax")).splitlines()
+  assert table[2].split()[-2:] == ["1.20", "(0.90-1.25)"]
+  assert table[2].split()[6:8] == ["100.0k", "100.0k"]  # medians over rounds
+  assert table[3].split()[-2:] == ["0.83", "(0.50-0.91)"]
+  summary = speed.ratio_summary(rows, ("rnnlab", "flax"))
+  assert "2 points, median 1.02" in summary
+  assert "ahead at 1, behind at 1 (0 of them by less than 10%)" in summary
+  assert "behind in every one of 3 rounds at 1: lstm train 1 2 4" in summary
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--cells", "lstm,foo"], "foo"),
     (["--frameworks", "keras"], "keras"),
     (["--batch", "0"], "positive integers"),
     (["--repeats", "0"], "--repeats"),
+    (["--rounds", "0"], "--rounds"),
     (["--modes", "backward"], "backward"),
 ])
 def test_bad_flags_raise_value_error(argv, message):
