@@ -38,7 +38,8 @@ def model() -> ml_collections.ConfigDict:
   m.bidirectional = False         # each layer also reads backwards (outputs concatenated)
   m.residual = False              # add a layer's input to its output where sizes agree
   m.cell_options = cell_options() # per-cell init options; None = cell default
-  m.unroll = 1                    # time steps unrolled per scan iteration (speed only)
+  m.unroll = config_dict.placeholder(int)  # steps per scan iteration (speed
+  #                                 only); None = by backend: 1 on CPU, 4 on GPU/TPU
   m.remat = False                 # recompute steps in the backward pass (less memory)
   return m
 

@@ -42,7 +42,7 @@ class Recurrent(nn.Module):
   bidirectional: bool = False
   residual: bool = False
   cell_options: Any = None
-  unroll: int = 1
+  unroll: int | None = None
   remat: bool = False
   param_dtype: Any = jnp.float32
 

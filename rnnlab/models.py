@@ -117,8 +117,10 @@ def _stack(model_cfg) -> engine.Stack:
 def _validate_classifier(model_cfg):
   cells.get_cell(model_cfg.cell)
   _stack(model_cfg)  # sizes must be positive integers
-  if not isinstance(model_cfg.unroll, int) or model_cfg.unroll < 1:
-    raise ValueError(f"model.unroll must be an integer >= 1, got {model_cfg.unroll!r}.")
+  try:
+    engine._resolve_unroll(model_cfg.unroll)
+  except ValueError as e:
+    raise ValueError(f"model.{e}") from None
   _validate_cell_options(model_cfg)
 
 

@@ -170,6 +170,14 @@ def test_remat_and_unroll_give_the_same_gradients():
   assert_trees_close(plain, fancy, rtol=1e-5, atol=1e-6)
 
 
+def test_unroll_none_is_by_backend_and_bad_values_fail():
+  assert engine.default_unroll() == (1 if jax.default_backend() == "cpu" else 4)
+  params, xs = random_params("rnn"), random_inputs()
+  for bad in (0, True, 2.0):
+    with pytest.raises(ValueError, match=r"unroll must be None \(by backend\) or an integer"):
+      engine.scan("rnn", params, xs, unroll=bad)
+
+
 # The engine sees a cell only through its carry; lstm_fgr's is the richest (c, h and the
 # previous gate activations). Every cell's step gradient is checked in test_cells.py.
 def test_masked_engine_gradients(x64, eager):

@@ -29,6 +29,8 @@ def test_invalid_value_is_refused_before_anything_runs(tmp_path):
   out = launch("--config.model.cell=lstn", workdir=tmp_path / "run")
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "Invalid config: model (classifier): Unknown cell 'lstn'. Valid cells:" in out.stderr
+  out = launch("--config.model.unroll=0", workdir=tmp_path / "run")
+  assert "model.unroll must be None (by backend) or an integer >= 1, got 0" in out.stderr
   out = launch("--config.optim.clip_mode=norm", workdir=tmp_path / "run")
   assert "Unknown optim.clip_mode 'norm'. Valid: adaptive, global_norm, none, value" in out.stderr
 

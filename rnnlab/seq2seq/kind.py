@@ -42,7 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.bidirectional = False          # bidirectional encoder (outputs 2H)
   c.residual = False               # residual connections where sizes agree (encoder and decoder)
   c.cell_options = ml_collections.ConfigDict()  # cell init options; None entries = default
-  c.unroll = 1                     # scan unroll of the encoder and one-pass decoder (speed only)
+  c.unroll = ml_collections.config_dict.placeholder(int)  # scan unroll of the encoder and
+  #                                  one-pass decoder (speed only); None = 1 on CPU, 4 on GPU/TPU
   c.remat = False                  # recompute encoder/one-pass decoder steps in the backward pass
   c.decoder_cell = None            # decoder cell; None = same as cell
   c.decoder_hidden_size = None     # None = hidden_size

@@ -75,7 +75,7 @@ class Spec:
   attention_size: int = 0
   bridge: str = "auto"
   reverse_source: bool = False
-  unroll: int = 1
+  unroll: int | None = None
   remat: bool = False
 
   @property
@@ -106,7 +106,7 @@ def _choice(what, value, valid):
 
 
 def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attention="none",
-                       attention_size=None, bridge="auto", unroll=1) -> None:
+                       attention_size=None, bridge="auto", unroll=None) -> None:
   """The vocabulary-independent checks of ``make_spec`` (a config can be checked
   before its task exists). Raises ValueError saying what is valid."""
   if decoder.bidirectional:
@@ -118,12 +118,12 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
                      "and decoder and a unidirectional encoder; use 'dense' or 'auto'.")
   if attention != "none" and attention_size is not None:
     cells_lib._check_size("attention_size", attention_size)
-  cells_lib._check_size("unroll", unroll)
+  engine._resolve_unroll(unroll)
 
 
 def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
               attention="none", attention_size=None, bridge="auto", reverse_source=False,
-              unroll=1, remat=False) -> Spec:
+              unroll=None, remat=False) -> Spec:
   """A validated ``Spec``; attention_size None means the decoder's hidden size."""
   for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab),
                       ("embed_size", embed_size)):
