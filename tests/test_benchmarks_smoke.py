@@ -2,12 +2,15 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from benchmarks import experiments, jax_models, speed, worker
+from benchmarks import experiments, jax_models, paired, speed, worker
 from rnnlab import engine
 
 TINY = ["--batch", "2", "--length", "3", "--hidden", "4", "--repeats", "1", "--warmup", "0",
@@ -117,3 +120,34 @@ def test_bad_flags_raise_value_error(argv, message):
 def test_bad_thread_count_raises():
   with pytest.raises(ValueError, match="threads must be in"):
     worker.pin_threads(10_000)
+
+
+def test_paired_alternates_order_and_summarizes():
+  calls = []
+  mine, peer = paired.time_pairs(lambda: calls.append("a"), lambda: calls.append("b"),
+                                 pairs=3, warmup=1)
+  assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"] and len(mine) == len(peer) == 3
+  row = paired.summarize([1.0, 2.0, 1.0, 1.0], [2.0, 2.0, 0.5, 1.0], tokens=10)
+  assert row["ratio"] == 1.0 and row["tokens_per_s"] == 10.0
+  assert row["peer_tokens_per_s"] == pytest.approx(10 / 1.5)
+  assert row["ratio_q1"] < 1 < row["ratio_q3"]
+  behind = {**row, "cell": "gru", "mode": "train", "batch": 1, "length": 2, "hidden": 3,
+            "ratio": 0.8, "ratio_q1": 0.7, "ratio_q3": 0.9}
+  text = paired.summary([row, behind])
+  assert "2 points: median 0.90" in text and "behind at 1" in text
+  assert "behind beyond noise (upper quartile < 1) at 1: gru train 1 2 3" in text
+
+
+def test_paired_command_runs(tmp_path):
+  """The real command in its own process (it pins its threads, as a user's run does)."""
+  out = tmp_path / "paired.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "benchmarks.paired", "--cells", "rnn", "--batch", "2", "--length",
+       "3", "--hidden", "4", "--pairs", "2", "--warmup", "0", "--threads", "1", "--out",
+       str(out)], cwd=speed.REPO_ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "PYTHONPATH": str(speed.REPO_ROOT)})
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert sorted(r["mode"] for r in rows) == ["forward", "train"]
+  assert all(len(r["times"]) == len(r["peer_times"]) == 2 and r["ratio"] > 0 for r in rows)
+  assert "rnnlab/flax, 2 points" in done.stdout
