@@ -179,6 +179,26 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
   write_json(os.path.join(args.out, "results.json"), results)
 
 
+def mean_std(values) -> list[float]:
+  """[mean, sample standard deviation] (0 for a single value), as JSON writes it."""
+  a = np.asarray(values, dtype=float)
+  return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
+
+
+def fmt_mean_std(ms) -> str:
+  return f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+def length_table(arms: Sequence[dict], key: str) -> str:
+  """Markdown table: one row per source length n, one column per arm's ``arm[key][n]``
+  (a mean and std); ``arm["label"]`` heads the column."""
+  lines = ["| n | " + " | ".join(a["label"] for a in arms) + " |",
+           "|" + "---|" * (len(arms) + 1)]
+  for n in sorted(arms[0][key]):
+    lines.append(f"| {n} | " + " | ".join(fmt_mean_std(a[key][n]) for a in arms) + " |")
+  return "\n".join(lines)
+
+
 def write_json(path: str, obj):
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w") as f:

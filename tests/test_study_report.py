@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from experiments import study_report as report
 
 
@@ -36,3 +38,13 @@ def test_table_and_summary(tmp_path):
   assert (tmp_path / "f.png").stat().st_size > 0 and path.endswith("f.png")
   report.write_json(str(tmp_path / "out" / "r.json"), summary)
   assert json.loads((tmp_path / "out" / "r.json").read_text())["lstm, T=50"]["runs"] == 3
+
+
+def test_mean_std_and_length_table():
+  assert report.mean_std([1.0, 3.0]) == [2.0, pytest.approx(2 ** 0.5)]
+  assert report.mean_std([5.0]) == [5.0, 0.0]
+  arms = [{"label": "a", "by_n": {2: [0.5, 0.1], 1: [1.0, 0.0]}},
+          {"label": "b", "by_n": {1: [0.25, 0.125], 2: [0.0, 0.0]}}]
+  assert report.length_table(arms, "by_n").splitlines() == [
+      "| n | a | b |", "|---|---|---|", "| 1 | 1.000 ± 0.000 | 0.250 ± 0.125 |",
+      "| 2 | 0.500 ± 0.100 | 0.000 ± 0.000 |"]

@@ -21,6 +21,7 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from experiments.study_report import fmt_mean_std, length_table, mean_std
 from rnnlab import metrics_io
 from rnnlab.seq2seq.tasks import accuracy_by_length
 
@@ -58,11 +59,6 @@ def load_runs(root: str) -> list[dict]:
                  "best_by_length": accuracy_by_length(best, prefix="eval/"),
                  "curve": [(r["step"], r["eval/accuracy"]) for r in evals]})
   return runs
-
-
-def mean_std(values) -> tuple[float, float]:
-  a = np.asarray(values, dtype=float)
-  return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -138,10 +134,6 @@ def figure(arms: list[dict], path):
   fig.savefig(path, dpi=110)
 
 
-def _fmt(ms) -> str:
-  return f"{ms[0]:.3f} ± {ms[1]:.3f}"
-
-
 def bucket_table(arms: list[dict], which: str) -> list[str]:
   """which: "" (final evaluation) or "best_" (each run's best evaluation)."""
   lengths = sorted(arms[0]["by_length"])
@@ -150,13 +142,13 @@ def bucket_table(arms: list[dict], which: str) -> list[str]:
   head += ["token acc.", "mean wall time"] if not which else ["steps of the best evaluation"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for arm in arms:
-    cells = [_fmt(arm[f"{which}accuracy"])]
+    cells = [fmt_mean_std(arm[f"{which}accuracy"])]
     for b in buckets:  # mean over the bucket's lengths, per seed, then mean ± std
       per_seed = [np.mean([arm[f"per_seed_{which}by_length"][s][n] for n in b])
                   for s in arm["seeds"]]
-      cells.append(_fmt(mean_std(per_seed)))
+      cells.append(fmt_mean_std(mean_std(per_seed)))
     if not which:
-      cells += [_fmt(arm["token_accuracy"]), f"{arm['wall_time_s'][0]:.0f} s"]
+      cells += [fmt_mean_std(arm["token_accuracy"]), f"{arm['wall_time_s'][0]:.0f} s"]
     else:
       cells.append(", ".join(str(step) for step in arm["best_step"]))
     lines.append(f"| {arm['label']} | " + " | ".join(cells) + " |")
@@ -164,18 +156,13 @@ def bucket_table(arms: list[dict], which: str) -> list[str]:
 
 
 def tables(arms: list[dict]) -> str:
-  lengths = sorted(arms[0]["by_length"])
   lines = ["Final evaluation (step %d):" % arms[0]["steps"], ""] + bucket_table(arms, "")
   steps = "/".join(str(step) for step in arms[0]["curve"]["step"])
   lines += ["", "Each run's best evaluation (highest all-length exact match among steps "
             f"{steps}, chosen on the same held-out set):", ""]
   lines += bucket_table(arms, "best_")
-  per_len = ["| n | " + " | ".join(a["label"] for a in arms) + " |",
-             "|" + "---|" * (len(arms) + 1)]
-  for n in lengths:
-    per_len.append(f"| {n} | " + " | ".join(_fmt(a["by_length"][n]) for a in arms) + " |")
   return ("\n".join(lines) + "\n\nExact match per source length, final evaluation:\n\n"
-          + "\n".join(per_len))
+          + length_table(arms, "by_length"))
 
 
 def main():

@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
+from experiments.study_report import fmt_mean_std, length_table, mean_std
 from rnnlab import metrics_io, train
 from rnnlab.checkpoint import Checkpointer
 
@@ -143,11 +144,6 @@ def measure_runs(root: str) -> list[dict]:
   return out
 
 
-def mean_std(values) -> list[float]:
-  a = np.asarray(values, dtype=float)
-  return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
-
-
 SCALARS = ("fr_exact", "fr_exact_trainer", "tf_exact", "fr_token", "tf_token", "after_first_error_fr",
            "after_first_error_tf", "eval_loss", "wall_time_s")
 
@@ -216,29 +212,19 @@ def figure(arms: list[dict], path):
   fig.savefig(path, dpi=100)
 
 
-def _fmt(ms) -> str:
-  return f"{ms[0]:.3f} ± {ms[1]:.3f}"
-
-
 def table(arms: list[dict]) -> str:
   head = ["arm", "exact, free running", "exact, teacher forced", "token acc., teacher forced",
           "token acc., free running", "gap (TF - FR)", "after 1st error, FR",
           "same positions, TF", "eval loss (TF NLL)", "wall time"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for a in arms:
-    cells = [_fmt(a[k]) for k in ("fr_exact", "tf_exact", "tf_token", "fr_token", "gap_token",
+    cells = [fmt_mean_std(a[k]) for k in ("fr_exact", "tf_exact", "tf_token", "fr_token", "gap_token",
                                   "after_first_error_fr", "after_first_error_tf")]
     lines.append(f"| {a['label']} | " + " | ".join(cells) +
                  f" | {a['eval_loss'][0]:.4f} ± {a['eval_loss'][1]:.4f} | "
                  f"{a['wall_time_s'][0]:.0f} s |")
-  lengths = sorted(arms[0]["fr_exact_by_length"])
-  per_len = ["| n | " + " | ".join(a["label"] for a in arms) + " |",
-             "|" + "---|" * (len(arms) + 1)]
-  for n in lengths:
-    per_len.append(f"| {n} | " + " | ".join(_fmt(a["fr_exact_by_length"][n]) for a in arms)
-                   + " |")
   return ("\n".join(lines) + "\n\nFree-running exact match per source length:\n\n"
-          + "\n".join(per_len))
+          + length_table(arms, "fr_exact_by_length"))
 
 
 def main():
