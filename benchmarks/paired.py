@@ -52,9 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     setattr(args, name, grid[name] if value is None else speed._list(value, int))
   args.cells = speed._list(args.cells, str, speed.CELLS)
   args.modes = speed._list(args.modes, str, harness.MODES)
-  for name in ("pairs", "threads"):
-    if getattr(args, name) < 1:
-      raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}.")
+  if args.pairs < 1:
+    raise ValueError(f"--pairs must be a positive integer, got {args.pairs}.")
+  speed.check_threads(args.threads)
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
   return args
@@ -136,7 +136,8 @@ def summary(rows) -> str:
 
 
 def main(argv=None) -> list[dict]:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+  args = speed.parse_or_exit(parse_args, sys.argv[1:] if argv is None else argv,
+                             "benchmarks.paired")
   print(f"{args.pairs} interleaved pairs per case, {args.threads} threads, device "
         f"{args.device}; ratio = t_{PEER} / t_{speed.REFERENCE} (> 1: "
         f"{speed.REFERENCE} is faster)\n{HEAD}\n{'-' * len(HEAD)}", flush=True)

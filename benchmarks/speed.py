@@ -118,13 +118,30 @@ def _resolve(args):
   args.modes = _list(args.modes, str, harness.MODES)
   args.parts = _list(args.parts, str, PARTS)
   args.torch_device = args.torch_device or TORCH_DEVICE[args.device]
-  _check_positive(args, "repeats", "memory_batch", "memory_hidden", "threads", "timeout",
-                  "rounds")
+  _check_positive(args, "repeats", "memory_batch", "memory_hidden", "timeout", "rounds")
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
   if args.input_size is not None:
     _check_positive(args, "input_size")
+  check_threads(args.threads)
   return args
+
+
+def check_threads(threads: int) -> None:
+  """Every worker pins itself to the first ``threads`` of this process's cores."""
+  cores = len(os.sched_getaffinity(0))
+  if not 1 <= threads <= cores:
+    raise ValueError(f"--threads must be in [1, {cores}] (the cores this process may use), "
+                     f"got {threads}.")
+
+
+def parse_or_exit(parse, argv, prog):
+  """``parse(argv)``; a bad flag (ValueError) ends the program with one line, exit code 2."""
+  try:
+    return parse(argv)
+  except ValueError as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def _check_positive(args, *names):
@@ -370,7 +387,7 @@ def render(path, metric) -> list[dict]:
 
 def main(argv=None) -> list[dict]:
   argv = sys.argv[1:] if argv is None else argv
-  args = parse_args(argv)
+  args = parse_or_exit(parse_args, argv, "benchmarks.speed")
   if args.render:
     return render(args.render, args.metric)
   meta = _meta(args, argv)

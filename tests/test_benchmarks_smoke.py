@@ -110,6 +110,7 @@ def test_table_and_summary_over_rounds():
     (["--batch", "0"], "positive integers"),
     (["--repeats", "0"], "--repeats"),
     (["--rounds", "0"], "--rounds"),
+    (["--threads", "10000"], "--threads must be in"),
     (["--modes", "backward"], "backward"),
 ])
 def test_bad_flags_raise_value_error(argv, message):
@@ -151,3 +152,16 @@ def test_paired_command_runs(tmp_path):
   assert sorted(r["mode"] for r in rows) == ["forward", "train"]
   assert all(len(r["times"]) == len(r["peer_times"]) == 2 and r["ratio"] > 0 for r in rows)
   assert "rnnlab/flax, 2 points" in done.stdout
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("benchmarks.paired", ["--cells", "lstm,foo"], "unknown ['foo'] in 'lstm,foo'; valid: lstm"),
+    ("benchmarks.paired", ["--pairs", "0"], "--pairs must be a positive integer, got 0."),
+    ("benchmarks.speed", ["--threads", "10000"], "--threads must be in [1, "),
+])
+def test_bad_flag_is_one_line_and_exit_code_2(module, argv, message):
+  done = subprocess.run([sys.executable, "-m", module, *argv], cwd=speed.REPO_ROOT,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "PYTHONPATH": str(speed.REPO_ROOT)})
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.startswith(f"{module}: error: ") and message in done.stderr
