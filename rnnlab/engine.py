@@ -66,7 +66,8 @@ def default_unroll() -> int:
   return DEFAULT_UNROLL.get(jax.default_backend(), DEFAULT_UNROLL_ACCELERATOR)
 
 
-def _resolve_unroll(unroll) -> int:
+def resolve_unroll(unroll) -> int:
+  """``unroll`` as ``jax.lax.scan`` takes it; ValueError (saying what is valid) otherwise."""
   if unroll is None:
     return default_unroll()
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
@@ -157,7 +158,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if remat:
     body = jax.checkpoint(body)
   final, out = jax.lax.scan(body, carry, inputs, reverse=reverse,
-                            unroll=_resolve_unroll(unroll))
+                            unroll=resolve_unroll(unroll))
   unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
   final = jax.tree.map(unflat, final)
   if return_carries:

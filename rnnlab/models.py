@@ -118,7 +118,7 @@ def _validate_classifier(model_cfg):
   cells.get_cell(model_cfg.cell)
   _stack(model_cfg)  # sizes must be positive integers
   try:
-    engine._resolve_unroll(model_cfg.unroll)
+    engine.resolve_unroll(model_cfg.unroll)
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   _validate_cell_options(model_cfg)

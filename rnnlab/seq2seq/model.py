@@ -118,7 +118,7 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
                      "and decoder and a unidirectional encoder; use 'dense' or 'auto'.")
   if attention != "none" and attention_size is not None:
     cells_lib._check_size("attention_size", attention_size)
-  engine._resolve_unroll(unroll)
+  engine.resolve_unroll(unroll)
 
 
 def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
