@@ -8,12 +8,12 @@ overridden with ``--config.<field>=<value>``; a misspelt field is an error.
 Running the same command again resumes from the last checkpoint in
 ``--workdir``; a workdir that holds a run with a different config is refused
 unless ``--overwrite`` is given (which deletes that run). With ``--sweep``
-the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweep.py)::
+the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweeps/)::
 
     python launch.py --config=configs/gating.py:copy --sweep --workdir=runs/gating --jobs=2
 
 and with ``--vmap=N`` runs that differ only in seed, learning rate, clip threshold or
-forget bias train N at a time in one vmapped program (rnnlab/vmap_runs.py).
+forget bias train N at a time in one vmapped program (rnnlab/training/vmapped.py).
 
 Exit codes: 0 done, 1 the run stopped (damaged checkpoint, NaN/Inf, config
 mismatch), 2 bad flags or config values.
@@ -46,7 +46,7 @@ _AGGREGATE = flags.DEFINE_bool(
 _VMAP = flags.DEFINE_integer(
     "vmap", 0, "With --sweep: train runs that differ only in seed, learning rate, clip "
     "threshold or forget bias together in one vmapped program, up to this many per process "
-    "(0 = one process per run). See rnnlab/vmap_runs.py.", lower_bound=0)
+    "(0 = one process per run). See rnnlab/training/vmapped.py.", lower_bound=0)
 _ONLY = flags.DEFINE_string(
     "only", "", "With --sweep: only the runs whose overrides include every field=value given, "
     "e.g. --only=seq_len=50,cell=lstm|gru (fields by their last name, as in the run folders; "
@@ -77,11 +77,11 @@ def _parse(argv):
 
 
 def _sweep() -> int:
-  from rnnlab import sweep  # pylint: disable=g-import-not-at-top
   from rnnlab.errors import RunError  # pylint: disable=g-import-not-at-top
+  from rnnlab.sweeps import cli  # pylint: disable=g-import-not-at-top
   passthrough = [a for a in sys.argv[1:] if a.startswith("--config.")]
   try:
-    return sweep.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
+    return cli.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
                       jobs=_JOBS.value, dry_run=_DRY_RUN.value, aggregate_only=_AGGREGATE.value,
                       passthrough=passthrough, vmap=_VMAP.value,
                       vmap_group=tuple(int(i) for i in _VMAP_GROUP.value), only=_ONLY.value)
@@ -98,10 +98,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
   if _SWEEP.value:
     return _sweep()
-  from rnnlab import train  # pylint: disable=g-import-not-at-top (after flags: fast --help)
   from rnnlab.errors import InvalidConfigError, RunError  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer  # pylint: disable=g-import-not-at-top (after flags: fast --help)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except InvalidConfigError as err:
     print(f"Invalid config: {err}", file=sys.stderr)
     return 2

@@ -10,8 +10,8 @@ in seed and learning rate (values only, so they can share one program).
 
 Arms, each timed end to end including compilation, evaluation, metrics and
 checkpoints (everything a sweep run does):
-  one_by_one  ``train.train_and_evaluate`` for each run, in this process
-  vmapped     ``vmap_runs.train_runs`` for all N at once, in this process
+  one_by_one  ``trainer.train_and_evaluate`` for each run, in this process
+  vmapped     ``vmapped.train_runs`` for all N at once, in this process
 and with ``--processes``, the user-facing commands on a sweep of N runs:
   sweep       ``launch.py --sweep`` (one launch.py process per run)
   sweep_vmap  ``launch.py --sweep --vmap=N`` (one process)
@@ -88,18 +88,19 @@ def sweep(add):
 
 def time_in_process(cell, n, args, scratch) -> dict:
   from configs import base  # pylint: disable=g-import-not-at-top
-  from rnnlab import train, vmap_runs  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer, vmapped  # pylint: disable=g-import-not-at-top
   base_config = base.study_config("adding", args.seq_len, cell, "momentum", 0.01,
                                   "global_norm", 1.0).lock()
-  configs = [vmap_runs.with_overrides(base_config, o)
+  configs = [config_lib.with_overrides(base_config, o)
              for o in overrides(cell, n, args.seq_len, args.steps)]
   quiet = lambda s: None
   start = time.perf_counter()
-  alone = [train.train_and_evaluate(c, os.path.join(scratch, f"alone_{cell}_{n}_{i}"),
+  alone = [trainer.train_and_evaluate(c, os.path.join(scratch, f"alone_{cell}_{n}_{i}"),
                                     console=quiet) for i, c in enumerate(configs)]
   one_by_one = time.perf_counter() - start
   start = time.perf_counter()
-  together = vmap_runs.train_runs(
+  together = vmapped.train_runs(
       configs, [os.path.join(scratch, f"vmap_{cell}_{n}_{i}") for i in range(n)], console=quiet)
   vmapped = time.perf_counter() - start
   key = alone[0]["primary_metric"]

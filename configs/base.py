@@ -9,24 +9,7 @@ a field that is None takes the documented default.
 import ml_collections
 from ml_collections import config_dict
 
-from rnnlab import tasks
-
-
-def cell_options() -> ml_collections.ConfigDict:
-  """Keyword options of the cell's init; None = the cell's own default.
-
-  An option the chosen cell does not take (forget_bias on a GRU) is an error
-  when it is set. tests/test_configs.py checks these are exactly the options
-  the registered cells accept.
-  """
-  c = ml_collections.ConfigDict()
-  c.forget_bias = config_dict.placeholder(float)   # LSTMs: added to b_f at init (default 1)
-  c.chrono = config_dict.placeholder(float)        # LSTMs: chrono init's T_max (Tallec 2018)
-  c.peepholes = config_dict.placeholder(bool)      # LSTMs: diagonal peepholes (default False)
-  c.input_init = config_dict.placeholder(str)      # w_x initialiser, e.g. "normal:0.001"
-  c.recurrent_init = config_dict.placeholder(str)  # w_h initialiser, e.g. "spectral:0.95"
-  c.bias_init = config_dict.placeholder(str)       # b initialiser, e.g. "zeros"
-  return c
+from rnnlab import cells, tasks
 
 
 def model() -> ml_collections.ConfigDict:
@@ -37,7 +20,7 @@ def model() -> ml_collections.ConfigDict:
   m.num_layers = 1                # stacked recurrent layers
   m.bidirectional = False         # each layer also reads backwards (outputs concatenated)
   m.residual = False              # add a layer's input to its output where sizes agree
-  m.cell_options = cell_options() # per-cell init options; None = cell default
+  m.cell_options = cells.options_config()  # cell init options (cells.INIT_OPTIONS); None = default
   m.unroll = config_dict.placeholder(int)  # steps per scan iteration (speed
   #                                 only); None = by backend: 1 on CPU, 4 on GPU/TPU
   m.remat = False                 # recompute steps in the backward pass (less memory)
@@ -66,6 +49,8 @@ def optim() -> ml_collections.ConfigDict:
   o.final_lr_factor = config_dict.placeholder(float)  # (warmup_)cosine: factor at the end (0)
   o.decay_every = config_dict.placeholder(int)        # step: decay every this many steps
   o.decay_rate = config_dict.placeholder(float)       # step: factor per decay (e.g. 0.1)
+  # Regulariser (classifier models): loss + omega_weight * Omega (Pascanu et al. 2013).
+  o.omega_weight = 0.0            # weight of Omega; 0 = off (rnnlab.training.analyses)
   return o
 
 
@@ -93,7 +78,7 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   config.seed = 0                               # fixes init, data and every random draw
   config.task = tasks.default_config(task)      # task fields: see rnnlab.tasks.default_config
   config.model = model()                        # the network (rnnlab.models)
-  config.optim = optim()                        # optimizer, schedule, clipping (rnnlab.optim)
+  config.optim = optim()                        # optimizer, schedule, clipping (rnnlab.training.optim)
   config.train = train()                        # batch, steps, logging and checkpoint periods
   config.gradflow = gradflow()                  # gradient-flow measurement during training
   return config

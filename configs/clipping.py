@@ -9,7 +9,7 @@ element-wise clipping at 1} x learning rate {0.01, 0.1} x seq_len x 3 seeds, SGD
 with momentum 0.9 (the setting where Pascanu et al. saw exploding gradients;
 adaptive optimizers hide much of the effect). One run: hidden 32, batch 32,
 1000 steps. ``--vmap=18`` trains the runs that differ only in seed, learning
-rate and threshold together (rnnlab/vmap_runs.py): 12 processes instead of 120
+rate and threshold together (rnnlab/training/vmapped.py): 12 processes instead of 120
 per task.
 
 The argument ``TASK,full`` (``configs/clipping.py:adding,full``) is the GPU-size

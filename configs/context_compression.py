@@ -12,7 +12,7 @@ the encoder's final state, a fixed-size vector; does exact match fall with the
 source length, and does additive attention (Bahdanau et al. 2015) remove the
 fall? Does source reversal (Sutskever et al. 2014) matter, with and without it?
 
-Task: reverse (rnnlab.seq2seq.tasks), n ~ U{1..24} symbols of 10, target the
+Task: reverse (rnnlab.tasks.seq2seq), n ~ U{1..24} symbols of 10, target the
 source reversed then EOS. On this task ``reverse_source=False`` already puts
 the first target token next to the decoder (the last symbol read is the first
 one written: minimal time lag 1, the alignment reversal creates in translation),
@@ -43,7 +43,6 @@ def get_config():
   config.task.num_symbols = 10
   config.task.eval_size = 2000           # ~83 held-out sequences per length
   config.model = kind.default_config()   # every seq2seq field, commented there
-  config.model.cell_options = base.cell_options()  # overridable; None = cell default
   config.model.cell = "lstm"
   config.model.hidden_size = 64          # the fixed-size summary without attention
   config.model.embed_size = 16

@@ -50,7 +50,6 @@ def get_config():
   config.task.num_symbols = 10
   config.task.eval_size = 2000           # 125 held-out sequences per length
   config.model = kind.default_config()   # every seq2seq field, commented there
-  config.model.cell_options = base.cell_options()  # overridable; None = cell default
   config.model.cell = "lstm"
   config.model.hidden_size = 48          # small: the model makes errors that can compound
   config.model.embed_size = 16

@@ -1,6 +1,6 @@
 """Permuted pixel MNIST (one fixed permutation of the 784 steps): LSTM (128 units), RMSprop.
 
-    python -m rnnlab.tasks.mnist                     # once: builds tfds MNIST without TensorFlow
+    python -m rnnlab.tasks.prepare_mnist             # once: ~11 MB, tfds MNIST without TensorFlow
     python launch.py --config=configs/psmnist.py --workdir=runs/psmnist
 
 Same model and optimizer as configs/smnist.py; the permutation is

@@ -2,7 +2,7 @@
 
     python launch.py --config=configs/seq2seq_addition.py --workdir=runs/s2s_addition
 
-Task (REFERENCES.md, as the Flax seq2seq example): a in [0, 99], b in [0, 999],
+Task (docs/references.md, as the Flax seq2seq example): a in [0, 99], b in [0, 999],
 smaller operand first, decoder starts from "=" and emits the digits of the sum
 then EOS. Flax reaches 100% exact match around step 5000 at batch 128, hidden
 512, Adam 3e-3; this config is smaller so that it trains on a CPU. The metric
@@ -26,7 +26,6 @@ def get_config():
   config.task.digits_a = 2               # a in [0, 99]
   config.task.digits_b = 3               # b in [0, 999]
   config.model = kind.default_config()   # every seq2seq field, commented there
-  config.model.cell_options = base.cell_options()  # overridable; None = cell default
   config.model.cell = "lstm"
   config.model.hidden_size = 128
   config.model.embed_size = 16

@@ -2,7 +2,7 @@
 
     python launch.py --config=configs/seq2seq_reverse.py --workdir=runs/s2s_reverse
 
-Task (rnnlab.seq2seq.tasks): a source of n ~ U{1..10} symbols drawn from 10;
+Task (rnnlab.tasks.seq2seq): a source of n ~ U{1..10} symbols drawn from 10;
 the target is the source reversed, then EOS. Uniform-guess baseline: loss
 ln 13 = 2.565, exact match ~0. The metric is exact match of greedy decoding
 on 1000 held-out sequences (drawn from their own random stream; with 10^n
@@ -23,7 +23,6 @@ def get_config():
   config.task.seq_len = 10               # longest source; lengths ~ U{1..10}
   config.task.num_symbols = 10
   config.model = kind.default_config()   # every seq2seq field, commented there
-  config.model.cell_options = base.cell_options()  # overridable; None = cell default
   config.model.cell = "lstm"
   config.model.hidden_size = 64
   config.model.embed_size = 16

@@ -1,6 +1,6 @@
 """Sequential pixel MNIST (784 steps, one pixel each): LSTM (128 units), RMSprop.
 
-    python -m rnnlab.tasks.mnist                     # once: builds tfds MNIST without TensorFlow
+    python -m rnnlab.tasks.prepare_mnist             # once: ~11 MB, tfds MNIST without TensorFlow
     python launch.py --config=configs/smnist.py --workdir=runs/smnist
 
 Setting of Cooijmans et al. 2016 for their LSTM baseline (100 hidden units

@@ -2,7 +2,7 @@
 
 Used by experiments/{clipping,initialization,gating}/analyze.py. A study is one
 or more sweeps (one per task); each row of ``results.csv`` is a run with its
-overrides, status and final/best held-out metric (``rnnlab.sweep.collect``).
+overrides, status and final/best held-out metric (``rnnlab.sweeps.report.collect``).
 
 "Solved" is stricter than "beats the trivial baseline" (any run a hair under
 1/6 on adding beats it): a run solves a task when its final held-out metric

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from rnnlab import initializers
+from rnnlab.checks import check_int
 
 Params = dict[str, jax.Array]
 Carry = Any  # an array, or a tuple of arrays (LSTM: (c, h))
@@ -84,8 +85,8 @@ class Cell:
     ``initializers.names()``) or callables; ``None`` takes the cell's default.
     Recurrent and input kernels are initialised one (., H) gate block at a time.
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    check_int("input_size", input_size)
+    check_int("hidden_size", hidden_size)
     unknown = set(options) - set(self.options)
     if unknown:
       raise ValueError(
@@ -113,13 +114,6 @@ class Cell:
 
   def hidden_size(self, params: Params) -> int:
     return params["w_h"].shape[0]
-
-
-def _check_size(name, value) -> int:
-  """``value`` as an int; NumPy integers (e.g. from array shapes) count as integers."""
-  if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-  return int(value)
 
 
 def _blocks(init, key, shape, num, dtype):
@@ -316,10 +310,29 @@ MGU = Cell(
 _REGISTRY: dict[str, Cell] = {}
 
 
+# Every keyword option some cell's ``init`` takes: its type and what it does. Configs
+# (``config.model.cell_options``, built by ``options_config``) and checks read this table.
+INIT_OPTIONS: dict[str, tuple[type, str]] = {
+    "forget_bias": (float, "LSTMs: added to b_f at init (default 1)"),
+    "chrono": (float, "LSTMs: chrono init's T_max (Tallec & Ollivier 2018)"),
+    "peepholes": (bool, "LSTMs: diagonal peepholes (default False)"),
+    "input_init": (str, "w_x initialiser, e.g. 'normal:0.001'"),
+    "recurrent_init": (str, "w_h initialiser, e.g. 'spectral:0.95'"),
+    "bias_init": (str, "b initialiser, e.g. 'zeros'"),
+}
+
+
 def register(cell: Cell) -> Cell:
-  """Adds a cell to the registry (a name may be registered once)."""
+  """Adds a cell to the registry (a name may be registered once).
+
+  Its options must be listed in ``INIT_OPTIONS`` (so that configs can set them).
+  """
   if cell.name in _REGISTRY:
     raise ValueError(f"Cell {cell.name!r} is already registered.")
+  unlisted = sorted(set(cell.options) - set(INIT_OPTIONS))
+  if unlisted:
+    raise ValueError(f"Cell {cell.name!r} has options {unlisted} that cells.INIT_OPTIONS does "
+                     "not list; add them there (type and one line).")
   _REGISTRY[cell.name] = cell
   return cell
 
@@ -347,3 +360,35 @@ def init_options(name: str) -> list[str]:
   cell = get_cell(name)
   common = [p for p in inspect.signature(Cell.init).parameters if p.endswith("_init")]
   return sorted(cell.options) + common
+
+
+def options_config() -> ml_collections.ConfigDict:
+  """``config.model.cell_options``: every ``INIT_OPTIONS`` entry as a None placeholder.
+
+  None means the cell's own default; an option the chosen cell does not take
+  is refused by ``check_options`` when it is set.
+  """
+  c = ml_collections.ConfigDict()
+  for name, (kind, _) in INIT_OPTIONS.items():
+    c[name] = ml_collections.config_dict.placeholder(kind)
+  return c
+
+
+def set_options(options) -> dict:
+  """The options that are set (a mapping or ConfigDict; None entries mean the default)."""
+  return {k: v for k, v in dict(options or {}).items() if v is not None}
+
+
+def check_options(name: str, options, field: str = "model.cell_options") -> dict:
+  """The set ``options`` of cell ``name``; ValueError for one it does not take or a bad
+  initialiser name, before anything is initialised."""
+  opts = set_options(options)
+  valid = init_options(name)
+  wrong = sorted(set(opts) - set(valid))
+  if wrong:
+    raise ValueError(f"{field} {wrong} do not apply to cell {name!r}; it takes "
+                     f"{', '.join(valid)}. Leave the others None.")
+  for option in valid:
+    if option.endswith("_init") and option in opts:
+      initializers.get_initializer(opts[option])
+  return opts

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import cells as cells_lib
+from rnnlab.checks import check_int
 
 
 def length_mask(lengths: jax.Array, seq_len: int) -> jax.Array:
@@ -75,11 +76,12 @@ def resolve_unroll(unroll) -> int:
   return unroll
 
 
-def _to_time_major(a, batch_shape):
-  """(*batch, T, ...) -> (T, B, ...)."""
+def to_time_major(a, batch_shape, reverse: bool = False):
+  """(*batch, T, ...) -> (T, B, ...); with ``reverse`` in the order a reverse scan visits the steps."""
   b = math.prod(batch_shape)
   a = a.reshape(b, *a.shape[len(batch_shape):])
-  return jnp.swapaxes(a, 0, 1)
+  a = jnp.swapaxes(a, 0, 1)
+  return a[::-1] if reverse else a
 
 
 def _from_time_major(a, batch_shape):
@@ -135,13 +137,13 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if hoist is None:
     hoist = jax.default_backend() != "cpu"
   if hoist:
-    inputs = {"xp": _to_time_major(cell.project(params, xs), batch_shape)}  # one matmul
+    inputs = {"xp": to_time_major(cell.project(params, xs), batch_shape)}  # one matmul
   else:
-    inputs = {"x": _to_time_major(xs, batch_shape)}
+    inputs = {"x": to_time_major(xs, batch_shape)}
   if mask is not None:
-    inputs["m"] = _to_time_major(mask, batch_shape)[..., None]
+    inputs["m"] = to_time_major(mask, batch_shape)[..., None]
   if perturbation is not None:
-    inputs["dh"] = _to_time_major(perturbation, batch_shape)
+    inputs["dh"] = to_time_major(perturbation, batch_shape)
 
   def body(carry, inp):
     xp = inp["xp"] if "xp" in inp else cell.project(params, inp["x"])
@@ -202,8 +204,8 @@ def make_stack(cell: str, hidden_size: int, num_layers: int = 1, *, bidirectiona
                residual=False, **cell_options) -> Stack:
   """Validated ``Stack``; ``cell_options`` go to the cell's ``init``."""
   cells_lib.get_cell(cell)  # fails early on an unknown name
-  hidden_size = cells_lib._check_size("hidden_size", hidden_size)
-  num_layers = cells_lib._check_size("num_layers", num_layers)
+  hidden_size = check_int("hidden_size", hidden_size)
+  num_layers = check_int("num_layers", num_layers)
   return Stack(cell, hidden_size, num_layers, bool(bidirectional), bool(residual),
                tuple(sorted(cell_options.items())))
 

@@ -351,13 +351,6 @@ def spectrum_metrics(stack: engine.Stack, params) -> dict[str, float]:
 
 # --- Pascanu, Mikolov & Bengio (2013) regulariser -----------------------------------
 
-def _time_major(a, batch_shape, reverse):
-  """(*batch, T, ...) -> (T, B, ...) in the order the steps were processed."""
-  a = a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
-  a = jnp.swapaxes(a, 0, 1)
-  return a[::-1] if reverse else a
-
-
 def _tree_sq_norm(tree):
   """||tree||_2^2 per example over all carry leaves (..., n): (...)."""
   return sum(jnp.sum(jnp.square(x), axis=-1) for x in jax.tree.leaves(tree))
@@ -413,7 +406,7 @@ def omega_layer(cell, params, xs, dl_dh, *, carry=None, mask=None, reverse=False
   init = cell.init_carry(params, batch_shape) if carry is None else carry
   _, _, carries = engine.scan(cell, params, xs, carry=init, mask=mask, reverse=reverse,
                               return_carries=True)
-  seq = lambda a: _time_major(a, batch_shape, reverse)
+  seq = lambda a: engine.to_time_major(a, batch_shape, reverse)
   after = jax.tree.map(seq, carries)
   first = jax.tree.map(lambda a: a.reshape(1, -1, a.shape[-1]), init)
   prev = jax.tree.map(lambda i, a: jnp.concatenate([i, a[:-1]]), first, after)

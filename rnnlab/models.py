@@ -24,13 +24,12 @@ many-to-many). Parameters::
 
 Kind ``"seq2seq"``: an encoder-decoder over any cell (``rnnlab.seq2seq.kind``;
 its model config is ``rnnlab.seq2seq.kind.default_config()``), trained on the
-seq2seq tasks (``rnnlab.tasks.SEQ2SEQ``).
+seq2seq tasks (``rnnlab.tasks.seq2seq``, whose ``model_kinds`` name it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Callable
 
 import jax
@@ -78,40 +77,12 @@ def validate(model_cfg):
     raise ValueError(f"model ({model_cfg.kind}): {err}") from err
 
 
-# --- cell options -------------------------------------------------------------------
-
-def cell_option_names() -> list[str]:
-  """Every option some registered cell's ``init`` accepts (``config.model.cell_options``)."""
-  return sorted({o for n in cells.names() for o in cells.init_options(n)})
-
-
-def cell_options(model_cfg) -> dict:
-  """The options that are set; None means the cell's default and is left out."""
-  return {k: v for k, v in model_cfg.cell_options.items() if v is not None}
-
-
-def _validate_cell_options(model_cfg):
-  """Options the chosen cell does not take, and initialiser names, fail here."""
-  cell = cells.get_cell(model_cfg.cell)
-  opts = cell_options(model_cfg)
-  valid = cells.init_options(cell.name)
-  wrong = sorted(set(opts) - set(valid))
-  if wrong:
-    raise ValueError(
-        f"model.cell_options {wrong} do not apply to cell {cell.name!r}; it takes "
-        f"{', '.join(valid)}. Leave the others None.")
-  init_args = [p for p in inspect.signature(cells.Cell.init).parameters if p.endswith("_init")]
-  for name in init_args:
-    if name in opts:
-      initializers.get_initializer(opts[name])
-
-
 # --- the classifier -------------------------------------------------------------------
 
 def _stack(model_cfg) -> engine.Stack:
   return engine.make_stack(model_cfg.cell, model_cfg.hidden_size, model_cfg.num_layers,
                            bidirectional=model_cfg.bidirectional, residual=model_cfg.residual,
-                           **cell_options(model_cfg))
+                           **cells.set_options(model_cfg.cell_options))
 
 
 def _validate_classifier(model_cfg):
@@ -121,7 +92,7 @@ def _validate_classifier(model_cfg):
     engine.resolve_unroll(model_cfg.unroll)
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
-  _validate_cell_options(model_cfg)
+  cells.check_options(model_cfg.cell, model_cfg.cell_options)
 
 
 def _classifier_init(key, task, model_cfg):

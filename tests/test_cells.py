@@ -156,9 +156,9 @@ def test_unknown_option_lists_the_valid_ones():
 
 @pytest.mark.parametrize("size", [0, -3, 2.5, True])
 def test_non_positive_sizes_are_rejected(size):
-  with pytest.raises(ValueError, match="must be a positive integer"):
+  with pytest.raises(ValueError, match="must be an integer >= 1"):
     cells.get_cell("rnn").init(jax.random.key(0), size, H)
-  with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+  with pytest.raises(ValueError, match="hidden_size must be an integer >= 1"):
     cells.get_cell("rnn").init(jax.random.key(0), D, size)
 
 

@@ -261,7 +261,7 @@ def test_bad_arguments_are_rejected():
     engine.scan("rnn", params, xs[..., :2])
   with pytest.raises(ValueError, match="Unknown cell 'lsmt'. Valid cells"):
     engine.make_stack("lsmt", H)
-  with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+  with pytest.raises(ValueError, match="num_layers must be an integer >= 1"):
     engine.make_stack("rnn", H, 0)
   stack = engine.make_stack("rnn", H, 2)
   with pytest.raises(ValueError, match="params have 1 layers, the stack 2"):

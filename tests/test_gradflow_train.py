@@ -1,7 +1,8 @@
-"""The gradient-flow hook: its records, resume behaviour, and that it never changes training.
+"""The gradient-flow recorder: its records, resume behaviour, and that it never changes training.
 
-One tiny adding run is trained with the hook and once more without it; both
-share an in-process persistent compilation cache, so only the first compiles.
+One tiny adding run is trained with the recorder (``gradflow.every``) and once
+more without it; both share an in-process persistent compilation cache, so
+only the first compiles.
 """
 
 import json
@@ -11,10 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
+from conftest import quiet, rows, tiny
 from configs import adding, copy
-from rnnlab import config_utils, engine, gradflow, gradflow_train, metrics_io, models, train
+from rnnlab import engine, gradflow, models
+from rnnlab.training import analyses, trainer
+from rnnlab.training import job as job_lib
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.training.plugins import Plugin
 
 N, EVERY = 4, 2
 TINY = {"task.seq_len": 6, "task.eval_size": 4, "model.cell": "rnn", "model.hidden_size": 4,
@@ -23,53 +28,31 @@ TINY = {"task.seq_len": 6, "task.eval_size": 4, "model.cell": "rnn", "model.hidd
 
 
 def tiny_config(**changes):
-  return config_utils.override(adding.get_config(), {**TINY, **changes})
+  return tiny(adding, **TINY, **changes)
 
 
-def quiet(line):
-  del line
-
-
-class Capture:
-  """A hook keeping the state after every step."""
+class Capture(Plugin):
+  """A plugin keeping the state after every step."""
+  every = 1
 
   def __init__(self):
     self.states = {}
 
-  def __call__(self, step, state):
+  def act(self, step, state):
     self.states[step] = state
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A persistent compilation cache for this module only: the second run loads, not compiles."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.mktemp("jit")))
-  jax.config.update(names[1], 0.0)
-  compilation_cache.reset_cache()
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-
-
-def rows(workdir):
-  """metrics.jsonl without the timing fields (which differ between any two runs)."""
-  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
-          for r in metrics_io.read_rows(os.path.join(workdir, metrics_io.METRICS))]
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, compile_cache):
-  """(with hook: workdir, capture, hook), (without: workdir, capture)."""
+  """(with the recorder: workdir, capture, job), (without: workdir, capture)."""
   del compile_cache
   hooked, plain = (str(tmp_path_factory.mktemp(n)) for n in ("hooked", "plain"))
-  hook, seen = gradflow_train.make_hook(tiny_config(), hooked, EVERY), Capture()
-  train.train_and_evaluate(tiny_config(), hooked, hooks=[hook, seen], console=quiet)
+  seen = Capture()
+  trainer.train_and_evaluate(tiny_config(**{"gradflow.every": EVERY}), hooked, plugins=[seen],
+                             console=quiet)
   alone = Capture()
-  train.train_and_evaluate(tiny_config(), plain, hooks=[alone], console=quiet)
-  return (hooked, seen, hook), (plain, alone)
+  trainer.train_and_evaluate(tiny_config(), plain, plugins=[alone], console=quiet)
+  return (hooked, seen, job_lib.build(tiny_config())), (plain, alone)
 
 
 def test_measuring_does_not_change_the_trajectory(runs):
@@ -95,34 +78,34 @@ def _reference_norms(params, batch):
 
 def test_records_are_the_gradient_of_update_s_plus_1(runs):
   (hooked, seen, _), _ = runs
-  with open(os.path.join(hooked, gradflow_train.GRADFLOW)) as f:
+  with open(os.path.join(hooked, workdir_lib.GRADFLOW)) as f:
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records] == [0, 2, 4]  # init, every 2nd, last
-  job = train.build(tiny_config())
-  params = {0: train.init_state(job).params, **{s: seen.states[s].params for s in (2, 4)}}
+  job = job_lib.build(tiny_config())
+  params = {0: job_lib.init_state(job).params, **{s: seen.states[s].params for s in (2, 4)}}
   for r in records:
     assert np.shape(r["dL_dh_norm"]) == (2, 6)  # one direction: a list over t per layer
     batch = job.task.train_batch(r["step"], job.batch_size)
     np.testing.assert_allclose(r["dL_dh_norm"], _reference_norms(params[r["step"]], batch),
                                rtol=1e-5)
-  steps, norms = gradflow_train.read_gradflow(hooked)
+  steps, norms = analyses.read_gradflow(hooked)
   assert steps.tolist() == [0, 2, 4] and norms.shape == (3, 2, 6)
 
 
 def test_resume_keeps_earlier_records_and_a_fresh_start_rewrites(runs):
-  (hooked, seen, hook), _ = runs
-  path = os.path.join(hooked, gradflow_train.GRADFLOW)
+  (hooked, seen, job), _ = runs
+  path = os.path.join(hooked, workdir_lib.GRADFLOW)
   with open(path) as f:
     full = f.read()
   with open(path, "a") as f:
     f.write('{"step": 4, "dL_dh_norm": [1, 2]}\n{"step": 9, "dL_d')  # killed mid-write
-  resumed = gradflow_train.GradflowHook(hook.measurer, hooked, EVERY)
-  for step in (3, 4):  # restored from the checkpoint of step 2
-    resumed(step, seen.states[step])
+  resumed = analyses.GradflowRecorder(EVERY)
+  resumed.start(job, hooked, 2, seen.states[2])  # restored from the checkpoint of step 2
+  resumed.act(4, seen.states[4])
   with open(path) as f:
     assert f.read() == full
-  fresh = gradflow_train.GradflowHook(hook.measurer, hooked, EVERY, initial=False)
-  fresh(1, seen.states[1])
+  fresh = analyses.GradflowRecorder(EVERY, initial=False)
+  fresh.start(job, hooked, 0, seen.states[1])
   with open(path) as f:
     assert f.read() == ""
 
@@ -130,14 +113,14 @@ def test_resume_keeps_earlier_records_and_a_fresh_start_rewrites(runs):
 def test_perturbed_apply_matches_the_model():
   """The registered apply with zero perturbations is the model's (bidirectional, "all"
   outputs, variable lengths)."""
-  config = config_utils.override(copy.get_config(), {
+  config = tiny(copy, **{
       "task.seq_len": 1, "model.cell": "rnn", "model.hidden_size": 2, "model.num_layers": 1,
       "model.bidirectional": True, "train.batch_size": 2})
-  job, steps = train.build(config), 21
+  job, steps = job_lib.build(config), 21
   params = job.model.init(jax.random.PRNGKey(0), job.task, config.model)
   batch = {**job.task.train_batch(0, 2), "lengths": jnp.array([steps, 9])}
   kw = dict(task=job.task, model_cfg=config.model, train=True, rng=jax.random.PRNGKey(1), step=0)
-  perturbable = gradflow_train.get_perturbable("classifier")
+  perturbable = analyses.get_perturbable("classifier")
   zeros = gradflow.zero_perturbations(models._stack(config.model), (2,), steps)
   both = jax.jit(lambda p, b: (job.model.apply(p, b, **kw),
                                perturbable.apply(p, b, perturbations=zeros, **kw)))
@@ -146,7 +129,7 @@ def test_perturbed_apply_matches_the_model():
 
 def test_loss_and_omega_match_gradflow_and_the_plain_loss():
   config = tiny_config()
-  job = train.build(config)
+  job = job_lib.build(config)
   params = job.model.init(jax.random.PRNGKey(0), job.task, config.model)
   batch = job.task.train_batch(3, 4)
   stack = engine.make_stack("rnn", config.model.hidden_size, config.model.num_layers)
@@ -157,9 +140,9 @@ def test_loss_and_omega_match_gradflow_and_the_plain_loss():
 
   @jax.jit
   def everything(p):
-    ours = gradflow_train.loss_and_omega(job.task, config.model, p, batch,
+    ours = analyses.loss_and_omega(job.task, config.model, p, batch,
                                          rng=jax.random.PRNGKey(1), step=3)
-    omega_grads = jax.grad(lambda q: gradflow_train.loss_and_omega(
+    omega_grads = jax.grad(lambda q: analyses.loss_and_omega(
         job.task, config.model, q, batch, rng=jax.random.PRNGKey(1), step=3)[2])(p)
     reference = (mse(engine.apply_stack(stack, p["layers"], batch["x"])[1]),
                  gradflow.omega(mse, stack, p["layers"], batch["x"]),
@@ -178,21 +161,20 @@ def test_loss_and_omega_match_gradflow_and_the_plain_loss():
 
 
 def test_bad_arguments_raise_clear_errors(runs):
-  (hooked, _, hook), _ = runs
+  (hooked, _, _), _ = runs
   for every in (0, 1.5, True):
-    with pytest.raises(ValueError, match="every must be an integer >= 1"):
-      gradflow_train.GradflowHook(hook.measurer, hooked, every)
+    with pytest.raises(ValueError, match="every .* must be an integer >= 1"):
+      analyses.GradflowRecorder(every)
   with pytest.raises(ValueError, match="does not support model.kind 'seq2seq'.*classifier"):
-    gradflow_train.get_perturbable("seq2seq")
+    analyses.get_perturbable("seq2seq")
   with pytest.raises(ValueError, match="holds no records"):
-    gradflow_train.read_gradflow(os.path.dirname(hooked))
+    analyses.read_gradflow(os.path.dirname(hooked))
 
 
-def test_config_fields_turn_on_the_hook_and_omega(tmp_path):
+def test_config_fields_turn_on_the_recorder_and_omega(tmp_path):
   """gradflow.every writes gradflow.jsonl through launch's path; omega_weight adds train/omega."""
   import json as _json
   from configs import base
-  from rnnlab import train as train_lib
   config = base.get_config("adding")
   config.task.seq_len, config.task.eval_size = 5, 4
   config.model.cell, config.model.hidden_size = "rnn", 3
@@ -200,7 +182,7 @@ def test_config_fields_turn_on_the_hook_and_omega(tmp_path):
   config.train.log_every, config.train.eval_every, config.train.checkpoint_every = 2, 0, 0
   config.gradflow.every = 2
   config.optim.omega_weight = 0.5
-  train_lib.train_and_evaluate(config, str(tmp_path), console=lambda line: None)
+  trainer.train_and_evaluate(config, str(tmp_path), console=lambda line: None)
   records = [_json.loads(l) for l in open(tmp_path / "gradflow.jsonl")]
   assert [r["step"] for r in records] == [0, 2, 4]
   assert all(len(r["dL_dh_norm"]) == 5 for r in records)

@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 from configs import adding
-from rnnlab import config_utils
+from rnnlab.training import config as config_lib
+from rnnlab.training import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.task.seq_len=4", "--config.task.eval_size=4", "--config.model.hidden_size=3",
@@ -40,8 +41,8 @@ def test_workdir_of_another_run_is_refused(tmp_path):
 
   (A whole successful launch, with its console lines, is in test_train's SIGKILL test.)
   """
-  old = config_utils.override(adding.get_config(), {"model.hidden_size": 3})
-  config_utils.prepare_workdir(old, str(tmp_path))
+  old = config_lib.override(adding.get_config(), {"model.hidden_size": 3})
+  workdir_lib.prepare(old, str(tmp_path))
   out = launch(*TINY, "--config.model.hidden_size=5", workdir=tmp_path)
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert "ConfigMismatchError" in out.stderr and "model.hidden_size: 3 -> 5" in out.stderr

@@ -1,4 +1,4 @@
-"""Optimizer, schedule and clipping built from config.optim (rnnlab/optim.py)."""
+"""Optimizer, schedule and clipping built from config.optim (rnnlab/training/optim.py)."""
 
 import math
 
@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from configs import base
-from rnnlab import engine, optim
+from rnnlab import engine
+from rnnlab.training import optim
 
 N = 100  # num_steps for schedules
 

@@ -23,7 +23,8 @@ from rnnlab.seq2seq import kind
 from rnnlab.seq2seq import model
 from rnnlab.seq2seq import sampling
 from rnnlab.seq2seq import sequences
-from rnnlab.seq2seq import tasks
+from rnnlab import tasks
+from rnnlab.tasks import seq2seq
 
 V, PAD, EOS, BOS = 7, 0, 1, 2
 # Plain Gaussian kernels keep the one real initialisation (the model-kind test)
@@ -269,7 +270,7 @@ def test_decoders_reject_bad_arguments():
   with pytest.raises(ValueError, match="valid: none, length, gnmt"):
     decode.beam_search(SPEC_A, params, SRC, SRC_LEN, beam_width=2, max_len=3,
                        length_penalty="wu")
-  with pytest.raises(ValueError, match="max_len must be a positive integer"):
+  with pytest.raises(ValueError, match="max_len must be an integer >= 1"):
     decode.greedy(SPEC_A, params, SRC, SRC_LEN, max_len=0)
 
 

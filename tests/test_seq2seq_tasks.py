@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab.seq2seq import tasks
+from rnnlab import tasks
+from rnnlab.tasks import seq2seq
 
-EOS, PAD = tasks.EOS, tasks.PAD
+EOS, PAD = seq2seq.EOS, seq2seq.PAD
 SMALL = dict(seq_len=6, min_len=2, num_symbols=5)  # reverse/sort: lengths 2..6 over 5 symbols
 
 
@@ -45,10 +46,10 @@ def test_addition_tokenises_like_the_flax_example_and_answers_the_sum():
     assert batch["src"][b][n] == EOS and np.all(batch["src"][b][n + 1:] == PAD)
     a, c = (int(x) for x in query.split("+"))
     assert a <= c and 0 <= a <= 99 and c <= 999 and len(query) == n  # smaller operand first
-    digits = [tasks._ADDITION_IDS[ch] for ch in str(a + c)]
+    digits = [seq2seq._ADDITION_IDS[ch] for ch in str(a + c)]
     _check_decoder_pair(batch, b, digits, task.bos_id)
     assert task.to_text(batch["tgt_in"][b]) == "=" + str(a + c)
-  assert tasks._ADDITION_IDS["+"] == 3 and tasks._ADDITION_IDS["0"] == 4
+  assert seq2seq._ADDITION_IDS["+"] == 3 and seq2seq._ADDITION_IDS["0"] == 4
 
 
 def test_addition_without_sorting_keeps_the_operand_ranges():
@@ -69,7 +70,7 @@ def test_reverse_and_sort_examples(name, answer):
     n = lengths[b]
     src = batch["src"][b][:n].tolist()
     assert all(3 <= t < 8 for t in src) and np.all(batch["src"][b][n:] == PAD)
-    _check_decoder_pair(batch, b, list(answer(src)), tasks.BOS)
+    _check_decoder_pair(batch, b, list(answer(src)), seq2seq.BOS)
 
 
 def test_batches_are_deterministic_in_seed_and_step():
@@ -103,7 +104,7 @@ def test_metrics_token_sequence_and_by_length():
   loss, m = metrics_fn({"logits": _one_hot_logits(batch["tgt_out"], v)}, batch)
   assert float(loss) < 1e-6 and float(m["token_accuracy"]) == 1.0 and float(m["accuracy"]) == 1.0
   assert sum(float(m[f"frac@len{n}"]) for n in task.lengths) == pytest.approx(1.0)
-  assert set(tasks.accuracy_by_length(m).values()) == {1.0}
+  assert set(seq2seq.accuracy_by_length(m).values()) == {1.0}
   # one wrong token in row 0 (its source length n0): one sequence wrong, at length n0 only
   wrong = batch["tgt_out"].copy()
   wrong[0, 0] = (wrong[0, 0] + 1) % v
@@ -111,7 +112,7 @@ def test_metrics_token_sequence_and_by_length():
   n0, valid = int(batch["src_len"][0]), int(batch["tgt_len"].sum())
   assert float(m["accuracy"]) == pytest.approx(63 / 64)
   assert float(m["token_accuracy"]) == pytest.approx((valid - 1) / valid)
-  by_len = tasks.accuracy_by_length(m)
+  by_len = seq2seq.accuracy_by_length(m)
   assert by_len[n0] == pytest.approx(1 - 1 / (64 * float(m[f"frac@len{n0}"])))
   assert all(acc == 1.0 for n, acc in by_len.items() if n != n0)
   # pooled over unequal batches weighted by size, as the trainer's eval does: same numbers
@@ -119,7 +120,7 @@ def test_metrics_token_sequence_and_by_length():
                       jax.tree.map(lambda a: a[part], batch))[1]
            for part in (slice(0, 16), slice(16, 64))]
   pooled = {f"eval/{k}": (16 * float(parts[0][k]) + 48 * float(parts[1][k])) / 64 for k in parts[0]}
-  assert tasks.accuracy_by_length(pooled) == pytest.approx(by_len)
+  assert seq2seq.accuracy_by_length(pooled) == pytest.approx(by_len)
   # decoded tokens win over the logits' argmax; uniform logits give the baseline loss
   outputs = {"logits": jnp.zeros(batch["tgt_out"].shape + (v,)), "tokens": batch["tgt_out"]}
   loss, m = metrics_fn(outputs, batch)
@@ -139,11 +140,11 @@ def test_baselines():
 
 
 @pytest.mark.parametrize("name,fields,match", [
-    ("copy2", {}, "valid: addition, reverse, sort"),
+    ("copy2", {}, r"Unknown task .copy2.; valid tasks: \[.*.reverse., .sort., .addition.\]"),
     ("reverse", {"min_len": 7, "seq_len": 5}, "min_len=7 exceeds task.seq_len=5"),
     ("sort", {"num_symbols": 1}, "num_symbols must be an integer >= 2"),
     ("addition", {"seq_len": 8}, "seq_len is derived"),
-    ("addition", {"digits_b": 7}, "digits_b must be in"),
+    ("addition", {"digits_b": 7}, r"digits_b must be an integer in \[1, 6\]"),
     ("reverse", {"eval_size": 0}, "eval_size must be an integer >= 1"),
 ])
 def test_validate_rejects_bad_configs(name, fields, match):
@@ -159,6 +160,6 @@ def test_accuracy_by_length_picks_one_prefix():
   row = {"train/frac@len2": 0.5, "train/correct@len2": 0.5,
          "eval/frac@len2": 0.5, "eval/correct@len2": 0.25}
   with pytest.raises(ValueError, match="prefix"):
-    tasks.accuracy_by_length(row)
-  assert tasks.accuracy_by_length(row, prefix="eval/") == {2: 0.5}
-  assert tasks.accuracy_by_length(row, prefix="train/") == {2: 1.0}
+    seq2seq.accuracy_by_length(row)
+  assert seq2seq.accuracy_by_length(row, prefix="eval/") == {2: 0.5}
+  assert seq2seq.accuracy_by_length(row, prefix="train/") == {2: 1.0}

@@ -5,13 +5,17 @@ import os
 import shutil
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
+from conftest import final_state, rows, tiny
 from configs import seq2seq_addition, seq2seq_reverse
-from rnnlab import checkpoint, config_utils, metrics_io, tasks, train
+from rnnlab import tasks
 from rnnlab.errors import InvalidConfigError
+from rnnlab.training import config as config_lib
+from rnnlab.training import job as job_lib
+from rnnlab.training import trainer
+from rnnlab.training import workdir as workdir_lib
 
 # 4 steps: rows at every step, eval at 2 and 4, checkpoints at 2 and 4.
 TINY = {"model.hidden_size": 4, "model.embed_size": 3, "train.batch_size": 4,
@@ -24,38 +28,9 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A persistent compilation cache for this module only: the resumed run loads, not compiles."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {n: getattr(jax.config, n) for n in names}
-  jax.config.update(names[0], str(tmp_path_factory.mktemp("jit")))
-  jax.config.update(names[1], 0.0)
-  jax.config.update(names[2], 0)
-  compilation_cache.reset_cache()
-  yield
-  for n, v in old.items():
-    jax.config.update(n, v)
-  compilation_cache.reset_cache()
-
-
 def tiny_config(name):
   module, task = CONFIGS[name]
-  return config_utils.override(module.get_config(), {**TINY, **task})
-
-
-def rows(workdir):
-  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
-          for r in metrics_io.read_rows(os.path.join(workdir, metrics_io.METRICS))]
-
-
-def final_state(config, workdir):
-  ckpt = checkpoint.Checkpointer(workdir, 3)
-  try:
-    return ckpt.restore(train.init_state(train.build(config)))
-  finally:
-    ckpt.close()
+  return tiny(module, **TINY, **task)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -64,7 +39,7 @@ def test_config_trains_writes_outputs_and_resumes_exactly(name, tmp_path, compil
   del compile_cache
   config, lines = tiny_config(name), []
   full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-  summary = train.train_and_evaluate(config, full, console=lines.append)
+  summary = trainer.train_and_evaluate(config, full, console=lines.append)
   assert lines[0].startswith(name) and "model seq2seq (lstm)" in lines[0]
   assert lines[-1].startswith(f"Done: {name}")
   assert summary["steps"] == 4 and summary["primary_metric"] == "eval/accuracy"
@@ -81,9 +56,9 @@ def test_config_trains_writes_outputs_and_resumes_exactly(name, tmp_path, compil
 
   shutil.copytree(full, cut)
   shutil.rmtree(os.path.join(cut, "checkpoints", "4"))
-  os.remove(os.path.join(cut, metrics_io.SUMMARY))
+  os.remove(os.path.join(cut, workdir_lib.SUMMARY))
   resumed = []
-  again = train.train_and_evaluate(config, cut, console=resumed.append)
+  again = trainer.train_and_evaluate(config, cut, console=resumed.append)
   assert resumed[0].startswith("Resuming from the checkpoint of step 2")
   assert rows(cut) == got
   assert again["final"] == summary["final"]
@@ -91,15 +66,15 @@ def test_config_trains_writes_outputs_and_resumes_exactly(name, tmp_path, compil
                   jax.tree.leaves(final_state(config, full))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with open(os.path.join(full, "config.json")) as f:
-    assert json.load(f) == config_utils.resolved(config)
+    assert json.load(f) == config_lib.resolved(config)
 
 
 def test_a_seq2seq_task_needs_the_seq2seq_model_and_vice_versa(tmp_path):
-  config = config_utils.override(tiny_config("reverse"), {"model.kind": "classifier"})
+  config = config_lib.override(tiny_config("reverse"), {"model.kind": "classifier"})
   with pytest.raises(InvalidConfigError, match="model"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # refused before the workdir is touched
   config = tiny_config("addition").unlock()
   config.task = tasks.default_config("adding")
   with pytest.raises(InvalidConfigError, match="does not fit task 'adding'"):
-    train.build(config)
+    job_lib.build(config)

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from rnnlab import sweep
+from rnnlab.sweeps import report
+from rnnlab.sweeps import spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch.py")
@@ -37,7 +38,7 @@ def _sweep_configs():
 def test_every_config_sweep_expands(path, arg):
   module = _module(path)
   config = module.get_config(arg) if arg else module.get_config()
-  runs = sweep.expand(sweep.load_sweep_fn(f"{path}:{arg}" if arg else path), config)
+  runs = spec.expand(spec.load_sweep_fn(f"{path}:{arg}" if arg else path), config)
   seeds = {r.as_dict().get("seed") for r in runs}
   assert len(seeds) >= 3, "every arm needs at least 3 seeds"
   assert len({r.name for r in runs}) == len(runs)
@@ -58,35 +59,35 @@ def test_the_config_argument_reaches_the_sweep(tmp_path):
                   "    add(**{'task.seq_len': {'adding': 7, 'copy': 9}[arg], 'seed': seed})\n")
   config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
   for arg, length in (("adding", 7), ("copy", 9)):
-    runs = sweep.expand(sweep.load_sweep_fn(f"{path}:{arg}"), config)
+    runs = spec.expand(spec.load_sweep_fn(f"{path}:{arg}"), config)
     assert {r.as_dict()["task.seq_len"] for r in runs} == {length}, arg
   assert {r.as_dict()["task.seq_len"] for r in
-          sweep.expand(sweep.load_sweep_fn(str(path)), config)} == {7}  # the default
+          spec.expand(spec.load_sweep_fn(str(path)), config)} == {7}  # the default
   path.write_text("def sweep(add):\n  add(seed=0)\n")
   with pytest.raises(ValueError, match="arg"):
-    sweep.load_sweep_fn(f"{path}:copy")
+    spec.load_sweep_fn(f"{path}:copy")
 
 
 def test_only_selects_runs_by_field_values():
-  runs = [sweep.Run(sweep.run_name(o), tuple(o.items())) for o in (
+  runs = [spec.Run(spec.run_name(o), tuple(o.items())) for o in (
       {"task.seq_len": 50, "model.cell": "lstm", "seed": 0},
       {"task.seq_len": 50, "model.cell": "rnn", "seed": 0},
       {"task.seq_len": 100, "model.cell": "lstm", "seed": 0})]
-  assert [r.name for r in sweep.select(runs, "seq_len=50,cell=lstm")] == [runs[0].name]
-  assert len(sweep.select(runs, "cell=lstm")) == 2
-  assert len(sweep.select(runs, "seq_len=50,cell=lstm|rnn")) == 2
+  assert [r.name for r in spec.select(runs, "seq_len=50,cell=lstm")] == [runs[0].name]
+  assert len(spec.select(runs, "cell=lstm")) == 2
+  assert len(spec.select(runs, "seq_len=50,cell=lstm|rnn")) == 2
   with pytest.raises(ValueError, match="selects none"):
-    sweep.select(runs, "cell=gru")
+    spec.select(runs, "cell=gru")
   with pytest.raises(ValueError, match="field=value"):
-    sweep.select(runs, "lstm")
+    spec.select(runs, "lstm")
 
 
 def test_expand_rejects_unknown_fields_and_duplicates():
   config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
   with pytest.raises(ValueError, match="model.cel"):
-    sweep.expand(lambda add: add(**{"model.cel": "gru"}), config)
+    spec.expand(lambda add: add(**{"model.cel": "gru"}), config)
   with pytest.raises(ValueError, match="more than once"):
-    sweep.expand(lambda add: [add(seed=1), add(seed=1)], config)
+    spec.expand(lambda add: [add(seed=1), add(seed=1)], config)
 
 
 TINY = '''
@@ -128,7 +129,7 @@ def test_tiny_sweep_interrupted_then_completes(tmp_path):
   assert "4 runs." in out and "pending" in out
 
   proc = _launch(config, root)  # killed (SIGKILL, whole group) after the first run finishes
-  first = root / "cell=rnn,seed=0" / sweep.SUMMARY
+  first = root / "cell=rnn,seed=0" / workdir_lib.SUMMARY
   deadline = time.time() + 300
   while not first.exists() and time.time() < deadline and proc.poll() is None:
     time.sleep(0.2)
@@ -143,24 +144,24 @@ def test_tiny_sweep_interrupted_then_completes(tmp_path):
   with open(root / "cell=rnn,seed=0" / "log.txt") as f:
     assert f.read().count("$ ") == 1, "a finished run must not run again"
 
-  with open(root / sweep.RESULTS) as f:
+  with open(root / report.RESULTS) as f:
     rows = {r["run"]: r for r in csv.DictReader(f)}
   assert set(rows) == {"cell=rnn,seed=0", "cell=gru,seed=0", "cell=gru,seed=1",
                        "cell=gru,recurrent_init=bogus,seed=0"}
   bad = rows.pop("cell=gru,recurrent_init=bogus,seed=0")
   assert bad["status"] == "failed" and "bogus" in bad["error"]
-  assert json.loads((root / "cell=gru,recurrent_init=bogus,seed=0" / sweep.FAILED).read_text())
+  assert json.loads((root / "cell=gru,recurrent_init=bogus,seed=0" / workdir_lib.FAILED).read_text())
   for name, row in rows.items():
     assert row["status"] == "done", name
-    summary = json.loads((root / name / sweep.SUMMARY).read_text())
+    summary = json.loads((root / name / workdir_lib.SUMMARY).read_text())
     assert float(row["final"]) == pytest.approx(summary["final"][summary["primary_metric"]])
     assert row["metric"] == "eval/loss" and float(row["baseline"]) == pytest.approx(1 / 6)
-  text = (root / sweep.SUMMARY_MD).read_text()
+  text = (root / report.SUMMARY_MD).read_text()
   assert "cell=gru" in text and "2 / 0" in text  # the gru arm: two seeds done, none failed
   assert (root / "model_cell.png").exists()
 
   # Re-aggregation alone reproduces the table; a third start runs nothing new.
-  (root / sweep.RESULTS).unlink()
+  (root / report.RESULTS).unlink()
   agg = _launch(config, root, "--aggregate")
   out, _ = agg.communicate(timeout=120)
-  assert (root / sweep.RESULTS).exists(), out
+  assert (root / report.RESULTS).exists(), out

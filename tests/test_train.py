@@ -13,11 +13,15 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import REPO, final_state, quiet, rows, tiny
 from configs import adding, base
-from rnnlab import checkpoint, config_utils, metrics_io, models, train
+from rnnlab import models
 from rnnlab.errors import CheckpointError, ConfigMismatchError, InvalidConfigError, NonFiniteError
+from rnnlab.training import checkpoint, periodic, trainer
+from rnnlab.training import config as config_lib
+from rnnlab.training import job as job_lib
+from rnnlab.training import workdir as workdir_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 8
 # Rows at steps 1, 2, 4, 6, 8 (log), eval at 4 and 8, checkpoints at 3, 6 and 8.
 TINY = {"task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4, "train.batch_size": 4,
@@ -26,31 +30,12 @@ TINY = {"task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4, "train.b
 
 
 def tiny_config(**changes):
-  return config_utils.override(adding.get_config(), {**TINY, **changes})
-
-
-def quiet(line):
-  del line
-
-
-def rows(workdir):
-  """metrics.jsonl without the timing fields (which differ between any two runs)."""
-  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
-          for r in metrics_io.read_rows(os.path.join(workdir, metrics_io.METRICS))]
-
-
-def final_state(config, workdir):
-  template = train.init_state(train.build(config))
-  ckpt = checkpoint.Checkpointer(workdir, 3)
-  try:
-    return ckpt.restore(template)
-  finally:
-    ckpt.close()
+  return tiny(adding, **TINY, **changes)
 
 
 def tb_events(workdir):
   """Every event in the workdir's TensorBoard files: (step, {tag: value}, session_log status)."""
-  metrics_io._summary_writer_class()  # pylint: disable=protected-access (tensorboardX sans torch)
+  workdir_lib._summary_writer_class()  # pylint: disable=protected-access (tensorboardX sans torch)
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   events = []
   for name in sorted(os.listdir(workdir)):
@@ -124,7 +109,7 @@ def test_classifier_reads_out_at_the_last_valid_step_or_at_every_step():
 
 
 def test_itstime():
-  at = lambda every, first=False: [s for s in range(1, 11) if train.itstime(s, every, 10, first)]
+  at = lambda every, first=False: [s for s in range(1, 11) if periodic.itstime(s, every, 10, first)]
   assert at(3) == [3, 6, 9, 10]
   assert at(5, first=True) == [1, 5, 10]
   assert at(0) == [10] and at(20) == [10]
@@ -137,7 +122,7 @@ def test_workdir_outputs(reference):
   assert re.match(r"step 2/8 \| train/loss .* \| [\d.]+ steps/s, ETA 0m\d\ds$", lines[2])
   assert lines[-1].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-1]
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f) == config_utils.resolved(tiny_config())
+    assert json.load(f) == config_lib.resolved(tiny_config())
   got = rows(workdir)
   assert [r["step"] for r in got] == [1, 2, 4, 6, 8]
   for name in ("train/loss", "grad/norm", "grad/clipped", "grad/clipped_frac",
@@ -160,7 +145,7 @@ def test_workdir_outputs(reference):
 
 def test_a_restored_state_has_the_signature_of_a_fresh_one(reference):
   """Same avals, weak types too: a resumed run reuses the same program (no recompile)."""
-  fresh = train.init_state(train.build(tiny_config()))
+  fresh = job_lib.init_state(job_lib.build(tiny_config()))
   restored = final_state(tiny_config(), reference[0])
   signature = lambda state: [(a.shape, a.dtype, a.aval.weak_type) for a in jax.tree.leaves(state)]
   assert signature(restored) == signature(fresh)
@@ -173,12 +158,14 @@ def test_sigkill_then_same_command_resumes_exactly(reference, env, tmp_path):
   script = (
       "import json, os, signal, sys\n"
       "from configs import adding\n"
-      "from rnnlab import config_utils, train\n"
-      "config = config_utils.override(adding.get_config(), json.loads(sys.argv[2]))\n"
-      "def kill(step, state):\n"
-      "  if step == 6:\n"
-      "    os.kill(os.getpid(), signal.SIGKILL)\n"
-      "train.train_and_evaluate(config, sys.argv[1], hooks=[kill])\n")
+      "from rnnlab.training import config as config_lib, plugins, trainer\n"
+      "config = config_lib.override(adding.get_config(), json.loads(sys.argv[2]))\n"
+      "class Kill(plugins.Plugin):\n"
+      "  every = 1\n"
+      "  def act(self, step, state):\n"
+      "    if step == 6:\n"
+      "      os.kill(os.getpid(), signal.SIGKILL)\n"
+      "trainer.train_and_evaluate(config, sys.argv[1], plugins=[Kill()])\n")
   killed = subprocess.run([sys.executable, "-c", script, workdir, json.dumps(TINY)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)
   assert killed.returncode == -9, killed.stderr[-2000:]
@@ -202,11 +189,11 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
                           "train.checkpoint_every": 1, "train.log_every": 1})
   workdir = str(tmp_path)
   traces = []
-  real_step = train.train_step
-  monkeypatch.setattr(train, "train_step", lambda *a: traces.append(1) or real_step(*a))
+  real_step = job_lib.train_step
+  monkeypatch.setattr(job_lib, "train_step", lambda *a: traces.append(1) or real_step(*a))
   with pytest.raises(NonFiniteError, match=r"NaN/Inf at step 2\. .*last good checkpoint is "
                      r"step 1 in .*checkpoints/1"):
-    train.train_and_evaluate(config, workdir, console=quiet)
+    trainer.train_and_evaluate(config, workdir, console=quiet)
   assert len(traces) == 1  # the state after a step has the signature of the one before
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
   state = final_state(config, workdir)
@@ -221,9 +208,9 @@ def test_a_different_config_in_the_same_workdir_is_refused(reference, tmp_path):
   shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
   with pytest.raises(ConfigMismatchError, match=r"different config \(model.hidden_size: 4 -> 8; "
                      r"optim.learning_rate: 0.001 -> 0.01\).*--overwrite"):
-    train.train_and_evaluate(tiny_config(**{"model.hidden_size": 8, "optim.learning_rate": 1e-2}),
+    trainer.train_and_evaluate(tiny_config(**{"model.hidden_size": 8, "optim.learning_rate": 1e-2}),
                              workdir, console=quiet)
-  config_utils.prepare_workdir(tiny_config(**{"model.hidden_size": 8}), workdir, overwrite=True)
+  workdir_lib.prepare(tiny_config(**{"model.hidden_size": 8}), workdir, overwrite=True)
   assert sorted(os.listdir(workdir)) == ["config.json"]
 
 
@@ -231,7 +218,7 @@ def test_finished_run_started_again_only_reports(reference, tmp_path):
   workdir = str(tmp_path)
   shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
   lines = []
-  summary = train.train_and_evaluate(tiny_config(), workdir, console=lines.append)
+  summary = trainer.train_and_evaluate(tiny_config(), workdir, console=lines.append)
   assert summary["final"] == reference[1]["final"] and rows(workdir) == rows(reference[0])
   assert lines[-1].startswith("Done: adding T=6")
 
@@ -241,9 +228,9 @@ def test_incompatible_checkpoint_gives_one_paragraph(reference, tmp_path):
   workdir = str(tmp_path)
   shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
   config = tiny_config(**{"model.hidden_size": 8})
-  metrics_io.write_json(os.path.join(workdir, "config.json"), config_utils.resolved(config))
+  workdir_lib.write_json(os.path.join(workdir, "config.json"), config_lib.resolved(config))
   with pytest.raises(CheckpointError) as err:
-    train.train_and_evaluate(config, workdir, console=quiet)
+    trainer.train_and_evaluate(config, workdir, console=quiet)
   message = str(err.value)
   assert "Cannot resume from the checkpoint of step 8" in message
   assert "different model or optimizer configuration" in message and "\n" not in message
@@ -257,13 +244,13 @@ def test_damaged_checkpoint_gives_one_paragraph(reference, tmp_path):
       if name != "_CHECKPOINT_METADATA":
         open(os.path.join(root, name), "w").close()
   with pytest.raises(CheckpointError, match="Cannot resume from the checkpoint of step 8"):
-    train.train_and_evaluate(tiny_config(), workdir, console=quiet)
+    trainer.train_and_evaluate(tiny_config(), workdir, console=quiet)
 
 
 @pytest.mark.parametrize("changes,message", [
     ({"model.cell": "lstn"}, "Unknown cell 'lstn'. Valid cells: gru, irnn, lstm"),
     ({"model.kind": "transformer"}, "Unknown model.kind 'transformer'. Valid kinds: classifier"),
-    ({"model.num_layers": 0}, "num_layers must be a positive integer"),
+    ({"model.num_layers": 0}, "num_layers must be an integer >= 1"),
     ({"model.cell": "gru", "model.cell_options.forget_bias": 2.0},
      r"model.cell_options \['forget_bias'\] do not apply to cell 'gru'"),
     ({"model.cell_options.recurrent_init": "orthogonl"}, "Unknown initializer 'orthogonl'"),
@@ -272,12 +259,12 @@ def test_damaged_checkpoint_gives_one_paragraph(reference, tmp_path):
     ({"train.batch_size": 0}, "train.batch_size must be an integer >= 1"),
     ({"train.keep_checkpoints": 0}, "train.keep_checkpoints must be an integer >= 1"),
     ({"optim.name": "adagrad"}, "Unknown optim.name 'adagrad'"),
-    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*31\)"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 2147483647\]"),
 ])
 def test_bad_values_are_rejected_before_anything_is_written(tmp_path, changes, message):
   workdir = str(tmp_path / "run")
   with pytest.raises(InvalidConfigError, match=message):
-    train.train_and_evaluate(tiny_config(**changes), workdir, console=quiet)
+    trainer.train_and_evaluate(tiny_config(**changes), workdir, console=quiet)
   assert not os.path.exists(workdir)
   assert issubclass(InvalidConfigError, ValueError)
 
@@ -288,6 +275,6 @@ def test_lstm_solves_adding_at_T100(tmp_path):
 
   A few minutes on a 2-core CPU; the config's docstring has the curve (0.0009 at 1500).
   """
-  config = config_utils.override(adding.get_config(), {"train.num_steps": 1500})
-  summary = train.train_and_evaluate(config, str(tmp_path), console=quiet)
+  config = config_lib.override(adding.get_config(), {"train.num_steps": 1500})
+  summary = trainer.train_and_evaluate(config, str(tmp_path), console=quiet)
   assert summary["beats_baseline"] and summary["final"]["eval/loss"] < 0.02

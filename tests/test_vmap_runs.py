@@ -9,55 +9,37 @@ import sys
 
 import pytest
 
+from conftest import rows, small_config
 from configs import base
-from rnnlab import metrics_io, sweep, train, vmap_runs
+from rnnlab.training import config as config_lib
+from rnnlab.training import trainer
+from rnnlab.training import vmapped
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.sweeps import execute
+from rnnlab.sweeps import report
+from rnnlab.sweeps import spec
 from rnnlab.errors import InvalidConfigError
-from rnnlab.seq2seq import kind
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _adding():
-  config = base.get_config("adding")
-  config.task.seq_len = 6
-  config.task.eval_size = 20
-  config.model.cell = "lstm"
-  config.model.hidden_size = 4
-  config.train.batch_size = 8
-  config.train.num_steps = 12
-  config.train.log_every = 4
-  config.train.eval_every = 6
-  config.train.checkpoint_every = 6
-  config.train.eval_batch_size = 8  # held-out set in three batches, the last one short
-  return config.lock()
+def _adding():  # eval_batch_size 8: the held-out set in three batches, the last one short
+  return small_config("adding", **{
+      "task.seq_len": 6, "task.eval_size": 20, "model.cell": "lstm", "model.hidden_size": 4,
+      "train.batch_size": 8, "train.num_steps": 12, "train.log_every": 4,
+      "train.eval_every": 6, "train.checkpoint_every": 6, "train.eval_batch_size": 8})
 
 
 def _reverse():
-  config = base.get_config("reverse")
-  config.task.seq_len = 4
-  config.task.num_symbols = 5
-  config.task.eval_size = 16
-  config.model = kind.default_config()
-  config.model.cell_options = base.cell_options()
-  config.model.cell = "lstm"
-  config.model.hidden_size = 8
-  config.model.embed_size = 4
-  config.model.attention = "bahdanau"
-  config.train.batch_size = 8
-  config.train.num_steps = 8
-  config.train.log_every = 4
-  config.train.eval_every = 4
-  config.train.checkpoint_every = 4
-  return config.lock()
+  return small_config("reverse", seq2seq=True, **{
+      "task.seq_len": 4, "task.num_symbols": 5, "task.eval_size": 16, "model.cell": "lstm",
+      "model.hidden_size": 8, "model.embed_size": 4, "model.attention": "bahdanau",
+      "train.batch_size": 8, "train.num_steps": 8, "train.log_every": 4,
+      "train.eval_every": 4, "train.checkpoint_every": 4})
 
 
 VARIANTS = [{"seed": 0}, {"seed": 1, "optim.learning_rate": 3e-3},
             {"seed": 2, "optim.clip_norm": 0.05, "model.cell_options.forget_bias": 0.0}]
-
-
-def _rows(workdir):
-  return [{k: v for k, v in r.items() if not k.startswith("perf/")}
-          for r in metrics_io.read_rows(os.path.join(workdir, "metrics.jsonl"))]
 
 
 def _assert_same_run(a, b, what):
@@ -78,32 +60,32 @@ def _assert_same_run(a, b, what):
 def test_vmapped_runs_equal_runs_one_by_one(tmp_path, make):
   # seq2seq compiles slowly: two runs (they differ in seed and learning rate) are enough.
   variants = VARIANTS if make is _adding else VARIANTS[:2]
-  configs = [vmap_runs.with_overrides(make(), v) for v in variants]
+  configs = [config_lib.with_overrides(make(), v) for v in variants]
   together = [str(tmp_path / f"vmap{i}") for i in range(len(configs))]
-  summaries = vmap_runs.train_runs(configs, together, console=lambda s: None)
+  summaries = vmapped.train_runs(configs, together, console=lambda s: None)
   for i, config in enumerate(configs):
     alone = str(tmp_path / f"alone{i}")
-    expected = train.train_and_evaluate(config, alone, console=lambda s: None)
-    _assert_same_run(_rows(together[i]), _rows(alone), f"run {i} vs its single run")
+    expected = trainer.train_and_evaluate(config, alone, console=lambda s: None)
+    _assert_same_run(rows(together[i]), rows(alone), f"run {i} vs its single run")
     assert summaries[i]["final"] == pytest.approx(expected["final"], rel=1e-5)
     with open(os.path.join(together[i], "config.json")) as f:
       assert json.load(f)["seed"] == variants[i]["seed"]
   # The runs really differ (different seeds and hyperparameters), so equality is not vacuous.
-  assert _rows(together[0])[-1] != _rows(together[1])[-1]
+  assert rows(together[0])[-1] != rows(together[1])[-1]
 
 
 def test_vmapped_runs_resume_from_their_checkpoints(tmp_path):
-  configs = [vmap_runs.with_overrides(_adding(), v) for v in VARIANTS]
+  configs = [config_lib.with_overrides(_adding(), v) for v in VARIANTS]
   dirs = [str(tmp_path / f"r{i}") for i in range(len(configs))]
-  vmap_runs.train_runs(configs, dirs, console=lambda s: None)
-  before = [_rows(d) for d in dirs]
+  vmapped.train_runs(configs, dirs, console=lambda s: None)
+  before = [rows(d) for d in dirs]
   for d in dirs:  # as if killed after the checkpoint of step 6
-    os.remove(os.path.join(d, metrics_io.SUMMARY))
+    os.remove(os.path.join(d, workdir_lib.SUMMARY))
     shutil.rmtree(os.path.join(d, "checkpoints", "12"))
   lines = []
-  vmap_runs.train_runs(configs, dirs, console=lines.append)
+  vmapped.train_runs(configs, dirs, console=lines.append)
   assert any("steps 6->12" in line for line in lines), lines
-  assert [_rows(d) for d in dirs] == before
+  assert [rows(d) for d in dirs] == before
 
 
 def test_a_diverging_run_fails_alone(tmp_path):
@@ -112,32 +94,32 @@ def test_a_diverging_run_fails_alone(tmp_path):
   config.optim.name = "sgd"
   config.optim.clip_mode = "global_norm"
   config.lock()
-  good = vmap_runs.with_overrides(config, {"seed": 0})
-  bad = vmap_runs.with_overrides(config, {"seed": 1, "optim.learning_rate": 1e30,
+  good = config_lib.with_overrides(config, {"seed": 0})
+  bad = config_lib.with_overrides(config, {"seed": 1, "optim.learning_rate": 1e30,
                                           "optim.clip_norm": 1e30})
   dirs = [str(tmp_path / "good"), str(tmp_path / "bad")]
-  summaries = vmap_runs.train_runs([good, bad], dirs, console=lambda s: None)
+  summaries = vmapped.train_runs([good, bad], dirs, console=lambda s: None)
   assert summaries[0] is not None and summaries[1] is None
-  assert os.path.exists(os.path.join(dirs[0], metrics_io.SUMMARY))
-  with open(os.path.join(dirs[1], vmap_runs.FAILED)) as f:
+  assert os.path.exists(os.path.join(dirs[0], workdir_lib.SUMMARY))
+  with open(os.path.join(dirs[1], workdir_lib.FAILED)) as f:
     assert "NaN/Inf" in json.load(f)["error"]
-  assert not os.path.exists(os.path.join(dirs[1], metrics_io.SUMMARY))
+  assert not os.path.exists(os.path.join(dirs[1], workdir_lib.SUMMARY))
 
 
 def test_runs_that_differ_in_shape_or_code_are_refused(tmp_path):
   a = _adding()
-  b = vmap_runs.with_overrides(a, {"model.cell": "gru", "model.cell_options.forget_bias": None})
+  b = config_lib.with_overrides(a, {"model.cell": "gru", "model.cell_options.forget_bias": None})
   with pytest.raises(InvalidConfigError, match="model.cell"):
-    vmap_runs.train_runs([a, b], [str(tmp_path / "a"), str(tmp_path / "b")])
+    vmapped.train_runs([a, b], [str(tmp_path / "a"), str(tmp_path / "b")])
   assert not os.path.exists(tmp_path / "a")  # refused before anything was written
 
 
 def test_vmap_groups_split_on_non_vmappable_fields():
-  runs = [sweep.Run(f"r{i}", tuple(o.items())) for i, o in enumerate([
+  runs = [spec.Run(f"r{i}", tuple(o.items())) for i, o in enumerate([
       {"model.cell": "rnn", "seed": 0}, {"model.cell": "rnn", "seed": 1},
       {"model.cell": "lstm", "seed": 0}, {"model.cell": "rnn", "seed": 2},
       {"model.cell": "rnn", "optim.learning_rate": 0.1, "seed": 0}])]
-  groups = [[r.name for r in g] for g in sweep.vmap_groups(runs, max_size=2)]
+  groups = [[r.name for r in g] for g in execute.vmap_groups(runs, max_size=2)]
   # r4 differs from r3 only in the learning rate (vmappable); r2 in the cell (not).
   assert groups == [["r0", "r1"], ["r3", "r4"], ["r2"]]
 
@@ -174,7 +156,7 @@ def test_sweep_with_vmap_runs_each_group_in_one_process(tmp_path):
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "6 to run in 2 process(es)" in proc.stdout
   assert sorted(os.listdir(root / "_vmap")) == ["runs_0+3.log", "runs_3+3.log"]
-  with open(root / sweep.RESULTS) as f:
+  with open(root / report.RESULTS) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 6 and all(r["status"] == "done" for r in rows)
   finals = {r["run"]: float(r["final"]) for r in rows}
@@ -185,6 +167,6 @@ def test_sweep_with_vmap_runs_each_group_in_one_process(tmp_path):
                            f"--workdir={alone}", "--config.model.cell=gru", "--config.seed=1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr
-  with open(alone / metrics_io.SUMMARY) as f:
+  with open(alone / workdir_lib.SUMMARY) as f:
     assert json.load(f)["final"]["eval/loss"] == pytest.approx(finals["cell=gru,seed=1"],
                                                                  rel=1e-5)

@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from experiments import study_report as report
-from rnnlab import metrics_io
+from rnnlab.training import workdir as workdir_lib
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("none", "global_norm 0.1", "global_norm 1", "global_norm 10", "value 1")
@@ -51,7 +51,7 @@ def gradient_stats(root: str, rows) -> dict[str, dict]:
       path = os.path.join(root, row["run"], "metrics.jsonl")
       if not os.path.exists(path):
         continue
-      logged = [r for r in metrics_io.read_rows(path) if "grad/clipped_frac" in r]
+      logged = [r for r in workdir_lib.read_jsonl(path) if "grad/clipped_frac" in r]
       fracs += [r["grad/clipped_frac"] for r in logged]
       norms += [r["grad/norm"] for r in logged if np.isfinite(r["grad/norm"])]
     out[name] = {"clipped_frac": float(np.mean(fracs)) if fracs else None,

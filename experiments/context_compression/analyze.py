@@ -8,7 +8,7 @@ metrics.jsonl for the evaluations during training). Exact match at length n is
 ``correct@len{n} / frac@len{n}`` of the final evaluation
 (``tasks.accuracy_by_length``), greedy decoding on the held-out set. Writes
 results.json and the figures to --out (default: this folder) and prints the
-markdown tables (mean ± std over seeds, std with ddof=1 as rnnlab.sweep).
+markdown tables (mean ± std over seeds, std with ddof=1 as rnnlab.sweeps.report).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.study_report import fmt_mean_std, length_table, mean_std
-from rnnlab import metrics_io
-from rnnlab.seq2seq.tasks import accuracy_by_length
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.tasks.seq2seq import accuracy_by_length
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_ROOT = "runs/context_compression"
@@ -39,13 +39,13 @@ def load_runs(root: str) -> list[dict]:
   runs = []
   for name in sorted(os.listdir(root)):
     run_dir = os.path.join(root, name)
-    if not os.path.exists(os.path.join(run_dir, metrics_io.SUMMARY)):
+    if not os.path.exists(os.path.join(run_dir, workdir_lib.SUMMARY)):
       continue
     with open(os.path.join(run_dir, "config.json")) as f:
       config = json.load(f)
-    with open(os.path.join(run_dir, metrics_io.SUMMARY)) as f:
+    with open(os.path.join(run_dir, workdir_lib.SUMMARY)) as f:
       summary = json.load(f)
-    evals = [r for r in metrics_io.read_rows(os.path.join(run_dir, metrics_io.METRICS))
+    evals = [r for r in workdir_lib.read_jsonl(os.path.join(run_dir, workdir_lib.METRICS))
              if "eval/accuracy" in r]
     best = max(evals, key=lambda r: r["eval/accuracy"])  # the first of ties
     runs.append({"name": name, "attention": config["model"]["attention"],

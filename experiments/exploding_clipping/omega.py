@@ -6,11 +6,11 @@ r"""What Pascanu et al.'s Omega regulariser adds where gradients vanish: a tanh 
 
 The trainer has no Omega option yet, so this is its own small loop built from the
 trainer's parts: the same config (configs/temporal_order.py with OVERRIDES), the
-same initial parameters (``train.init_state``), the same batches
+same initial parameters (``rnnlab.training.job.init_state``), the same batches
 (``task.train_batch(step)``) and the same Optax chain (``optim.make_optimizer``:
 global-norm clipping, then SGD). Only the loss differs:
 
-    loss + weight * Omega          (``gradflow_train.loss_and_omega``)
+    loss + weight * Omega          (``rnnlab.training.analyses.loss_and_omega``)
 
 with Omega as in Pascanu, Mikolov & Bengio (2013), eq. 10: the sum over steps of
 (||dL/dh_{k+1} dh_{k+1}/dh_k|| / ||dL/dh_{k+1}|| - 1)^2, dL/dh held constant.
@@ -33,7 +33,10 @@ import optax
 from matplotlib.figure import Figure
 
 from configs import temporal_order
-from rnnlab import config_utils, gradflow, gradflow_train, train
+from rnnlab import gradflow
+from rnnlab.training import analyses
+from rnnlab.training import config as config_lib
+from rnnlab.training import job as job_lib
 
 HERE = pathlib.Path(__file__).resolve().parent
 WEIGHTS = (0.0, 1.0)  # Omega weight per arm; 0 is plain SGD with clipping (Pascanu's SGD-C)
@@ -45,16 +48,16 @@ RECORD_EVERY = 10
 
 
 def make_config(seq_len: int, steps: int, seed: int = 0):
-  return config_utils.override(temporal_order.get_config(), {
+  return config_lib.override(temporal_order.get_config(), {
       **OVERRIDES, "task.seq_len": seq_len, "train.num_steps": steps, "seed": seed})
 
 
-def make_step(job: train.Job, weight: float):
+def make_step(job: job_lib.Job, weight: float):
   """Jitted (params, opt_state, step) -> (params, opt_state, stats) on training batch ``step``."""
   config = job.config
 
   def objective(params, batch, step):
-    loss, metrics, omega, dl_dh = gradflow_train.loss_and_omega(
+    loss, metrics, omega, dl_dh = analyses.loss_and_omega(
         job.task, config.model, params, batch, rng=jax.random.PRNGKey(0), step=step)
     return loss + weight * omega, (metrics, omega, dl_dh)
 
@@ -73,15 +76,15 @@ def make_step(job: train.Job, weight: float):
 
 def train_arm(config, weight: float) -> dict:
   """Trains one arm; returns its per-RECORD_EVERY stats and the final held-out metrics."""
-  job = train.build(config)
-  state = train.init_state(job)
+  job = job_lib.build(config)
+  state = job_lib.init_state(job)
   params, opt_state = state.params, state.opt_state
   step_fn, history = make_step(job, weight), []
   for step in range(job.num_steps):
     params, opt_state, stats = step_fn(params, opt_state, jnp.int32(step))
     if (step + 1) % RECORD_EVERY == 0:
       history.append({"step": step + 1, **{k: _round(v) for k, v in stats.items()}})
-  final = train.evaluate(train.make_eval_fn(job), params, job.task.eval_batches(256))
+  final = job_lib.evaluate(job_lib.make_eval_fn(job), params, job.task.eval_batches(256))
   return {"weight": weight, "seed": config.seed, "history": history, "final": final,
           "baseline": job.task.baseline}
 
@@ -143,7 +146,7 @@ def main():
              for w in WEIGHTS for seed in SEEDS]
   figure(results, args.out)
   with open(args.out / "omega_results.json", "w") as f:
-    json.dump({"config": config_utils.resolved(make_config(args.seq_len, args.steps)),
+    json.dump({"config": config_lib.resolved(make_config(args.seq_len, args.steps)),
                "results": results,
                "wall_time_s": round(time.time() - start)}, f, indent=1)
   print(table(results))

@@ -6,10 +6,9 @@ r"""Exploding gradients of a tanh RNN under plain SGD, with and without global-n
     python -m experiments.exploding_clipping.omega    # the Omega regulariser (omega.py)
 
 Each arm is the trainer on configs/temporal_order.py with OVERRIDES and one
-clipping setting (ARMS), run in-process by ``train.train_and_evaluate`` with the
-gradient-flow hook (``gradflow_train.make_hook``, every HOOK_EVERY steps) added;
-``launch.py`` with the same flags gives the same metrics.jsonl (the hook only
-adds gradflow.jsonl). Every step is logged (train.log_every=1), so
+clipping setting (ARMS), run in-process by ``trainer.train_and_evaluate`` with the
+gradient-flow recorder on (``gradflow.every`` = HOOK_EVERY); ``launch.py`` with the
+printed flags gives the same metrics.jsonl and gradflow.jsonl. Every step is logged (train.log_every=1), so
 metrics.jsonl holds each step's loss, pre-clip global gradient norm and whether
 it was clipped. Runs go to --root (default under /tmp); figures and
 results.json to --out (default: this folder).
@@ -27,7 +26,10 @@ import time
 import numpy as np
 
 from configs import temporal_order
-from rnnlab import config_utils, gradflow_train, metrics_io, plots, train
+from rnnlab import plots
+from rnnlab.training import config as config_lib
+from rnnlab.training import trainer
+from rnnlab.training import workdir as workdir_lib
 from rnnlab.errors import NonFiniteError
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -48,11 +50,11 @@ HOOK_EVERY = 5
 
 def overrides(name: str, sizes: dict | None = None) -> dict:
   """The flags of arm ``name``; ``sizes`` replaces some of OVERRIDES (e.g. a longer run)."""
-  return {**OVERRIDES, **(sizes or {}), **ARMS[name]}
+  return {**OVERRIDES, **(sizes or {}), **ARMS[name], "gradflow.every": HOOK_EVERY}
 
 
 def arm_config(name: str, sizes: dict | None = None):
-  return config_utils.override(temporal_order.get_config(), overrides(name, sizes))
+  return config_lib.override(temporal_order.get_config(), overrides(name, sizes))
 
 
 def command(name: str, root: str, sizes: dict | None = None) -> str:
@@ -65,10 +67,9 @@ def train_arm(name: str, root: str, sizes: dict) -> str | None:
   """Trains one arm with the hook; returns the NonFiniteError message if it stopped."""
   workdir = os.path.join(root, name)
   config = arm_config(name, sizes)
-  hook = gradflow_train.make_hook(config, workdir, HOOK_EVERY)
   print(f"{name}: equivalent to\n  {command(name, root, sizes)}", flush=True)
   try:
-    train.train_and_evaluate(config, workdir, overwrite=True, hooks=[hook],
+    trainer.train_and_evaluate(config, workdir, overwrite=True,
                              console=lambda line: None)
   except NonFiniteError as err:
     return str(err)
@@ -77,7 +78,7 @@ def train_arm(name: str, root: str, sizes: dict) -> str | None:
 
 def statistics(name: str, root: str, stopped: str | None) -> dict:
   """Spikes, clipped steps, the blow-up of the loss and the final held-out metrics."""
-  rows = metrics_io.read_rows(os.path.join(root, name, metrics_io.METRICS))
+  rows = workdir_lib.read_jsonl(os.path.join(root, name, workdir_lib.METRICS))
   per_step = [r for r in rows if "grad/norm" in r]
   norms = np.array([r["grad/norm"] for r in per_step])
   loss = np.array([r["train/loss"] for r in per_step])
@@ -99,9 +100,9 @@ def figures(name: str, root: str, out: pathlib.Path, sizes: dict):
   workdir = os.path.join(root, name)
   title = (f"tanh RNN, SGD lr {config.optim.learning_rate:g}, temporal order "
            f"T={config.task.seq_len}: {name}")
-  plots.training_curves(os.path.join(workdir, metrics_io.METRICS), out / f"curves_{name}.png",
+  plots.training_curves(os.path.join(workdir, workdir_lib.METRICS), out / f"curves_{name}.png",
                         clip_norm=clip, title=title)
-  plots.gradflow_heatmap(os.path.join(workdir, gradflow_train.GRADFLOW),
+  plots.gradflow_heatmap(os.path.join(workdir, workdir_lib.GRADFLOW),
                          out / f"gradflow_{name}.png",
                          title=f"||dL/dh_t|| over training (every {HOOK_EVERY} steps): {name}")
 

@@ -36,8 +36,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.study_report import fmt_mean_std, length_table, mean_std
-from rnnlab import metrics_io, train
-from rnnlab.checkpoint import Checkpointer
+from rnnlab.training import job as job_lib
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.training.checkpoint import Checkpointer
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_ROOT = "runs/exposure_bias"
@@ -54,7 +55,7 @@ def arm_label(model: dict) -> str:
 
 def run_dirs(root: str) -> list[str]:
   return [os.path.join(root, n) for n in sorted(os.listdir(root))
-          if os.path.exists(os.path.join(root, n, metrics_io.SUMMARY))]
+          if os.path.exists(os.path.join(root, n, workdir_lib.SUMMARY))]
 
 
 def load_config(run_dir: str) -> ml_collections.ConfigDict:
@@ -72,7 +73,7 @@ def make_predict(job):
 
 
 def restore_params(job, run_dir: str):
-  template = train.init_state(job)
+  template = job_lib.init_state(job)
   ckpt = Checkpointer(run_dir, job.config.train.keep_checkpoints)
   try:
     state = ckpt.restore(template)
@@ -107,7 +108,7 @@ def measure_runs(root: str) -> list[dict]:
   dirs = run_dirs(root)
   if not dirs:
     raise SystemExit(f"No finished runs in {root}; run the sweep first (see README.md).")
-  job = train.build(load_config(dirs[0]))
+  job = job_lib.build(load_config(dirs[0]))
   predict = make_predict(job)
   eval_batch = job.config.train.eval_batch_size or job.config.train.batch_size
   out = []
@@ -116,7 +117,7 @@ def measure_runs(root: str) -> list[dict]:
     for field in ARCHITECTURE:
       assert config.model[field] == job.config.model[field], (run_dir, field)
     assert config.task.to_dict() == job.config.task.to_dict(), run_dir
-    run_job = train.build(config)
+    run_job = job_lib.build(config)
     params, step = restore_params(run_job, run_dir)
     # The run's own held-out set (it depends on the run's seed), in the trainer's batches.
     batches = run_job.task.eval_batches(eval_batch)
@@ -124,13 +125,13 @@ def measure_runs(root: str) -> list[dict]:
     preds = [predict(params, b) for b in batches]
     result = measure(np.concatenate([p[0] for p in preds]), np.concatenate([p[1] for p in preds]),
                      batch)
-    with open(os.path.join(run_dir, metrics_io.SUMMARY)) as f:
+    with open(os.path.join(run_dir, workdir_lib.SUMMARY)) as f:
       summary = json.load(f)
     # The trainer's own eval of the same checkpoint on the same sequences must agree.
     assert abs(summary["final"]["eval/accuracy"] - result["fr_exact"]) < 1e-3, (
         run_dir, step, summary["final"]["eval/accuracy"], result["fr_exact"])
     result["fr_exact_trainer"] = summary["final"]["eval/accuracy"]
-    rows = metrics_io.read_rows(os.path.join(run_dir, metrics_io.METRICS))
+    rows = workdir_lib.read_jsonl(os.path.join(run_dir, workdir_lib.METRICS))
     out.append({"name": os.path.basename(run_dir), "label": arm_label(config.model.to_dict()),
                 "seed": config.seed, "step": step, **result,
                 "eval_loss": summary["final"]["eval/loss"],

@@ -2,9 +2,9 @@ r"""How far back the gradient reaches, for each arm of run.py, at initialisation
 
     python -m experiments.gating_gradflow.analyze [--root=/tmp/rnnlab_gating_gradflow]
 
-For every arm: the parameters at step 0 (``train.init_state``, exactly what the
+For every arm: the parameters at step 0 (``rnnlab.training.job.init_state``, exactly what the
 run started from) and after training (the run's last checkpoint), and per step t
-the norm ||dL/dh_t|| (``gradflow_train.Measurer``: the real model apply with zero
+the norm ||dL/dh_t|| (``rnnlab.training.analyses.Measurer``: the real model apply with zero
 perturbations of h_t, one backward pass) on the first 256 held-out sequences
 (the same for every arm). L is the loss of the read-out that needs the memory:
 adding, the MSE of the sum at the last step (the task loss); copy, the
@@ -31,8 +31,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.gating_gradflow import run as runs
-from rnnlab import gradflow, gradflow_train, metrics_io, plots
-from rnnlab.checkpoint import Checkpointer
+from rnnlab import gradflow, plots
+from rnnlab.training import analyses
+from rnnlab.training import job as job_lib
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.training.checkpoint import Checkpointer
 from rnnlab.tasks import base, synthetic
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -46,7 +49,7 @@ def recall_loss(task, outputs, batch):
   return base.cross_entropy(outputs[:, recall], batch["y"][:, recall])
 
 
-READOUT_LOSS = {"adding": gradflow_train.task_loss, "copy": recall_loss}
+READOUT_LOSS = {"adding": analyses.task_loss, "copy": recall_loss}
 # (first, last) time step of the fitted window, from the number of steps read.
 RATE_WINDOW = {"adding": lambda steps: (0, steps - 4), "copy": lambda steps: (10, steps - 12)}
 
@@ -67,8 +70,9 @@ def rate(norms: np.ndarray, task: str) -> float:
 def measure_arm(arm: runs.Arm, root: str) -> dict:
   """Per-step norms at init and after training, with the run's final eval metrics."""
   config = arm.config()
-  measurer = gradflow_train.Measurer(config, loss=READOUT_LOSS[arm.task])
-  initial = measurer.initial_state()
+  job = job_lib.build(config)
+  measurer = analyses.Measurer(job, loss=READOUT_LOSS[arm.task])
+  initial = job_lib.init_state(job)
   ckpt = Checkpointer(arm.workdir(root), config.train.keep_checkpoints)
   try:
     final = ckpt.restore(initial)
@@ -82,7 +86,7 @@ def measure_arm(arm: runs.Arm, root: str) -> dict:
     norms = measurer(state.params, state.rng, 0, batch=batch)[0, 0]
     out[when] = {"norms": [float(f"{n:.4g}") for n in norms], "reach": reach(norms),
                  "ratio_0": float(norms[0] / norms[-1]), "rate": rate(norms, arm.task)}
-  with open(os.path.join(arm.workdir(root), metrics_io.SUMMARY)) as f:
+  with open(os.path.join(arm.workdir(root), workdir_lib.SUMMARY)) as f:
     out["summary"] = json.load(f)
   return out
 
@@ -101,7 +105,7 @@ def training_figure(results, task, root, path):
   ax = fig.add_subplot()
   mine = [r for r in results if r["task"] == task]
   for r in mine:
-    rows = metrics_io.read_rows(os.path.join(root, f"{task}_{r['slug']}", metrics_io.METRICS))
+    rows = workdir_lib.read_jsonl(os.path.join(root, f"{task}_{r['slug']}", workdir_lib.METRICS))
     rows = [row for row in rows if "train/loss" in row]
     ax.plot([row["step"] for row in rows], [row["train/loss"] for row in rows], label=r["label"])
   baseline = mine[0]["baseline_loss"]

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from rnnlab import config_utils
+from rnnlab.training import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = os.path.join(tempfile.gettempdir(), "rnnlab_gating_gradflow")
@@ -65,7 +65,7 @@ class Arm:
   def config(self):
     """The ConfigDict launch.py builds from the same file and flags."""
     module = importlib.import_module(TASK_CONFIGS[self.task][:-3].replace("/", "."))
-    return config_utils.override(module.get_config(), self.overrides)
+    return config_lib.override(module.get_config(), self.overrides)
 
   def command(self, root: str) -> list[str]:
     flags = [f"--config.{k}={v}" for k, v in self.overrides.items()]

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnlab.checks import check_int
 from rnnlab.seq2seq import model as model_lib
 
 PENALTIES = {
@@ -43,10 +44,8 @@ PENALTIES = {
 
 
 def _check(max_len, beam_width=1, length_penalty="none", alpha=0.0):
-  if not isinstance(max_len, int) or max_len < 1:
-    raise ValueError(f"max_len must be a positive integer, got {max_len!r}.")
-  if not isinstance(beam_width, int) or beam_width < 1:
-    raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}.")
+  check_int("max_len", max_len)
+  check_int("beam_width", beam_width)
   if length_penalty not in PENALTIES:
     raise ValueError(f"Unknown length_penalty {length_penalty!r}; valid: {', '.join(PENALTIES)}.")
   if alpha < 0:

@@ -6,7 +6,7 @@ Follows ``rnnlab.models.ModelKind``::
     apply(params, batch, *, task, model_cfg, train, rng, step) -> outputs
     validate(model_cfg)        -> None, or ValueError saying what is wrong
 
-and the task (``rnnlab.seq2seq.tasks``) turns the outputs into loss and metrics:
+and the task (``rnnlab.tasks.seq2seq``) turns the outputs into loss and metrics:
 
   train=True:  {"logits": (B, L, V) under the training mode,
                 "teacher_forcing_prob": eps at this step (the mode, as a number to log)}
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from rnnlab import cells
+from rnnlab.checks import check_int
 from rnnlab import engine
 from rnnlab.seq2seq import decode as decode_lib
 from rnnlab.seq2seq import model as model_lib
@@ -32,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   The first fields mirror the classifier's (configs/base.py ``model()``), so a
   seq2seq config can start from those; ``cell_options`` entries that are None
-  mean the cell's default.
+  mean the cell's default (``rnnlab.cells.INIT_OPTIONS``).
   """
   c = ml_collections.ConfigDict()
   c.kind = "seq2seq"               # model registry key
@@ -41,7 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_layers = 1                 # encoder layers
   c.bidirectional = False          # bidirectional encoder (outputs 2H)
   c.residual = False               # residual connections where sizes agree (encoder and decoder)
-  c.cell_options = ml_collections.ConfigDict()  # cell init options; None entries = default
+  c.cell_options = cells.options_config()  # cell init options (cells.INIT_OPTIONS); None = default
   c.unroll = ml_collections.config_dict.placeholder(int)  # scan unroll of the encoder and
   #                                  one-pass decoder (speed only); None = 1 on CPU, 4 on GPU/TPU
   c.remat = False                  # recompute encoder/one-pass decoder steps in the backward pass
@@ -73,7 +74,7 @@ def _or(value, default):
 
 def _stacks(model_cfg):
   """(encoder, decoder) ``engine.Stack``s; validates cells and sizes."""
-  options = {k: v for k, v in (model_cfg.cell_options or {}).items() if v is not None}
+  options = cells.set_options(model_cfg.cell_options)
   encoder = engine.make_stack(model_cfg.cell, model_cfg.hidden_size, model_cfg.num_layers,
                               bidirectional=model_cfg.bidirectional,
                               residual=model_cfg.residual, **options)
@@ -100,21 +101,12 @@ def _check_choice(field, value, valid):
     raise ValueError(f"Unknown model.{field} {value!r}; valid: {', '.join(valid)}.")
 
 
-def _check_cell_options(model_cfg, stacks):
-  """Options a chosen cell does not take fail here rather than at init."""
-  options = {k for k, v in (model_cfg.cell_options or {}).items() if v is not None}
-  for stack in stacks:
-    wrong = sorted(options - set(cells.init_options(stack.cell)))
-    if wrong:
-      raise ValueError(f"model.cell_options {wrong} do not apply to cell {stack.cell!r}; it "
-                       f"takes {', '.join(cells.init_options(stack.cell))}.")
-
-
 def validate(model_cfg) -> None:
   """Raises ValueError on any bad field, before the task or anything else is built."""
   encoder, decoder = _stacks(model_cfg)
-  _check_cell_options(model_cfg, (encoder, decoder))
-  cells._check_size("embed_size", model_cfg.embed_size)
+  for stack in (encoder, decoder):  # options a chosen cell does not take fail here, not at init
+    cells.check_options(stack.cell, model_cfg.cell_options)
+  check_int("embed_size", model_cfg.embed_size)
   model_lib.check_architecture(encoder, decoder, attention=model_cfg.attention,
                                attention_size=model_cfg.attention_size, bridge=model_cfg.bridge,
                                unroll=model_cfg.unroll)

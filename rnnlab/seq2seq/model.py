@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import cells as cells_lib
+from rnnlab.checks import check_int
 from rnnlab import engine
 from rnnlab import initializers
 from rnnlab.seq2seq import attention as attention_lib
@@ -117,7 +118,7 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
     raise ValueError("bridge='copy' needs the same cell, hidden size and layer count in encoder "
                      "and decoder and a unidirectional encoder; use 'dense' or 'auto'.")
   if attention != "none" and attention_size is not None:
-    cells_lib._check_size("attention_size", attention_size)
+    check_int("attention_size", attention_size)
   engine.resolve_unroll(unroll)
 
 
@@ -127,7 +128,7 @@ def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encod
   """A validated ``Spec``; attention_size None means the decoder's hidden size."""
   for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab),
                       ("embed_size", embed_size)):
-    cells_lib._check_size(name, value)
+    check_int(name, value)
   for name, value in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
     if not 0 <= value < tgt_vocab:
       raise ValueError(f"{name}={value} is outside the target vocabulary [0, {tgt_vocab}).")

@@ -1,4 +1,4 @@
-"""Long-dependency benchmark tasks, looked up by name.
+"""Tasks, looked up by name: one registry and one protocol (``base.Task``) for all of them.
 
     cfg = tasks.default_config("copy")   # the `task` sub-config, every field commented
     tasks.validate(cfg)                  # ValueError on bad values, before compiling
@@ -6,43 +6,37 @@
     batch = task.train_batch(step, 64)   # {"x": (B, T, D), "y": ...}
     loss, metrics = task.loss_and_metrics(outputs, batch)
 
-Tasks (definitions and baselines as in REFERENCES.md): ``copy``, ``adding``,
-``temporal_order`` (generated on device, see ``synthetic.py``) and ``smnist``,
-``psmnist`` (pixel MNIST from tfds, see ``mnist.py``). ``base.Task`` documents
-the attributes and methods every task has.
-
-The seq2seq toy tasks ``reverse``, ``sort`` and ``addition``
-(``rnnlab.seq2seq.tasks``, model kind "seq2seq") are in the same registry;
-their configs, checks and construction are that module's.
+Long-dependency tasks (definitions and baselines: docs/references.md): ``copy``,
+``adding``, ``temporal_order`` (generated on device, ``synthetic.py``) and
+``smnist``, ``psmnist`` (pixel MNIST from tfds, ``mnist.py``). Seq2seq toy tasks
+``reverse``, ``sort``, ``addition`` (``seq2seq.py``, for model kind "seq2seq").
+``base.Task`` documents what every task has; ``Task.model_kinds`` says which
+model kinds fit it.
 """
 
 from __future__ import annotations
 
 import ml_collections
-import numpy as np
 
+from rnnlab import checks
 from rnnlab.tasks import base
 from rnnlab.tasks import mnist
+from rnnlab.tasks import seq2seq
 from rnnlab.tasks import synthetic
 from rnnlab.tasks.base import Task
-from rnnlab.seq2seq import tasks as seq2seq_tasks
 
 TASKS: dict[str, type[Task]] = {
-    "copy": synthetic.CopyTask,
-    "adding": synthetic.AddingTask,
-    "temporal_order": synthetic.TemporalOrderTask,
-    "smnist": mnist.SequentialMnist,
-    "psmnist": mnist.PermutedMnist,
-    **seq2seq_tasks.TASKS,
-}
-SEQ2SEQ = frozenset(seq2seq_tasks.TASKS)  # the tasks of model kind "seq2seq"
+    cls.name: cls for cls in (synthetic.CopyTask, synthetic.AddingTask,
+                              synthetic.TemporalOrderTask, mnist.SequentialMnist,
+                              mnist.PermutedMnist, *seq2seq.TASKS.values())}
 
 
 def task_names() -> list[str]:
   return list(TASKS)
 
 
-def _task_class(name) -> type[Task]:
+def task_class(name) -> type[Task]:
+  """The registered task class called ``name``; an unknown name lists the valid ones."""
   if name not in TASKS:
     raise ValueError(f"Unknown task {name!r}; valid tasks: {task_names()}.")
   return TASKS[name]
@@ -50,17 +44,7 @@ def _task_class(name) -> type[Task]:
 
 def default_config(name: str) -> ml_collections.ConfigDict:
   """The ``task`` sub-config of task ``name`` with every field it reads."""
-  cls = _task_class(name)
-  return seq2seq_tasks.default_config(name) if name in SEQ2SEQ else cls.default_config()
-
-
-def _check_values(name, cfg: dict):
-  """The task's own value checks, on a config whose fields are already right."""
-  if name in SEQ2SEQ:
-    seq2seq_tasks.validate(ml_collections.ConfigDict(cfg))
-    return
-  base.check_int(cfg, "eval_size", 1)
-  TASKS[name].check(cfg)
+  return task_class(name).default_config()
 
 
 def validate(task_cfg) -> None:
@@ -69,24 +53,23 @@ def validate(task_cfg) -> None:
   The fields must be exactly those of ``default_config(name)``.
   """
   cfg = base.as_dict(task_cfg)
-  fields = set(default_config(cfg.get("name")).keys())
+  cls = task_class(cfg.get("name"))
+  fields = set(cls.default_config().keys())
   missing, unknown = sorted(fields - set(cfg)), sorted(set(cfg) - fields)
   if missing or unknown:
     raise ValueError(f"task {cfg['name']!r}: missing field(s) {missing}, unknown field(s) "
                      f"{unknown}; its fields are {sorted(fields)} (see "
                      f"tasks.default_config({cfg['name']!r})).")
-  _check_values(cfg["name"], cfg)
+  base.check_int(cfg, "eval_size", 1)
+  cls.check(cfg)
 
 
 def make_task(task_cfg, seed: int) -> Task:
   """The task of a validated config; ``seed`` fixes every random draw of its data."""
   validate(task_cfg)
-  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-    raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
-  cfg = base.as_dict(task_cfg)
-  if cfg["name"] in SEQ2SEQ:
-    return seq2seq_tasks.make_task(ml_collections.ConfigDict(cfg), int(seed))
-  return TASKS[cfg["name"]](cfg, int(seed))
+  seed = checks.check_int("seed", seed, 0, 2**32 - 1)
+  return TASKS[task_cfg["name"]](base.as_dict(task_cfg), seed)
 
 
-__all__ = ["SEQ2SEQ", "TASKS", "Task", "default_config", "make_task", "task_names", "validate"]
+__all__ = ["TASKS", "Task", "default_config", "make_task", "task_class", "task_names",
+           "validate"]

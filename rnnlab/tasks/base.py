@@ -1,13 +1,19 @@
-"""What every task shares: the ``Task`` interface, config checks, losses.
+"""What every task shares: the ``Task`` protocol, config checks, losses.
 
-A task is a plain Python object that makes batches and scores model outputs::
+A task is a class registered by name in ``rnnlab.tasks.TASKS``. The class
+owns its config and its checks; an instance makes batches and scores outputs::
 
+    cfg = Task.default_config()                  # the ``task`` sub-config, commented
+    Task.check(cfg_dict)                         # ValueError naming a bad field
+    task = Task(cfg_dict, seed)
     batch = task.train_batch(step, batch_size)   # {"x": (B, T, D), "y": ...}
     outputs = model(batch["x"])                  # (B, K) or (B, T, K)
     loss, metrics = task.loss_and_metrics(outputs, batch)
 
 ``output_mode`` says which outputs the model produces: ``"last"`` reads out
-once after the last step (many-to-one), ``"all"`` at every step (many-to-many).
+once after the last step (many-to-one), ``"all"`` at every step (many-to-many),
+``"seq2seq"`` decoder logits and tokens (``rnnlab.tasks.seq2seq``);
+``model_kinds`` names the model kinds (``rnnlab.models``) that produce them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+
+from rnnlab import checks
 
 Batch = dict[str, Any]
 
@@ -34,6 +42,7 @@ class Task:
     output_mode: "last" (read out after the last step) or "all" (every step).
     baseline: metric name -> value of the trivial, memoryless predictor.
     primary_metric, higher_is_better: the metric that decides success.
+    model_kinds: the ``config.model.kind`` values that fit the task.
     on_device: True when ``train_batch`` is a pure jittable JAX function of
       (step, static batch_size); False when it returns host numpy arrays.
   """
@@ -46,12 +55,23 @@ class Task:
   primary_metric: str = "accuracy"
   higher_is_better: bool = True
   on_device: bool = True
+  model_kinds: tuple[str, ...] = ("classifier",)
+
+  @staticmethod
+  def default_config() -> ml_collections.ConfigDict:
+    """The ``task`` sub-config: ``name`` and every field the task reads, commented."""
+    raise NotImplementedError
+
+  @staticmethod
+  def check(cfg: dict):
+    """Raises ValueError for a bad value in ``cfg`` (its fields are already the right ones;
+    ``eval_size`` is checked by the registry)."""
 
   def train_batch(self, step, batch_size: int) -> Batch:
     raise NotImplementedError
 
   # On-device tasks only: the training stream as a function of its key, so that runs
-  # with different seeds can share one vmapped program (rnnlab.vmap_runs).
+  # with different seeds can share one vmapped program (rnnlab.training.vmapped).
   # train_batch(step, B) == batch_at(stream_key, step, B).
   stream_key: jax.Array
 
@@ -101,13 +121,7 @@ def as_dict(cfg) -> dict[str, Any]:
 
 def check_int(cfg: Mapping, field: str, low: int, high: int | None = None, why: str = ""):
   """Raises ValueError unless ``cfg[field]`` is an int in [low, high]."""
-  value = cfg[field]
-  ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-  ok = ok and value >= low and (high is None or value <= high)
-  if not ok:
-    valid = f">= {low}" if high is None else f"in [{low}, {high}]"
-    raise ValueError(f"task {cfg['name']!r}: {field} must be an integer {valid}{why}; "
-                     f"got {value!r}.")
+  checks.check_int(f"task {cfg['name']!r}: {field}", cfg[field], low, high, why)
 
 
 def check_step(step):
@@ -128,8 +142,7 @@ def split_batches(batch: Batch, batch_size: int) -> list[Batch]:
   The last batch holds the remaining N mod batch_size examples, so averages
   over batches must be weighted by batch length.
   """
-  if not isinstance(batch_size, int) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+  checks.check_int("batch_size", batch_size)
   n = len(batch["y"])
   return [{k: v[i:i + batch_size] for k, v in batch.items()} for i in range(0, n, batch_size)]
 

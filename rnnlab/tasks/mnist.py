@@ -24,6 +24,7 @@ import threading
 import numpy as np
 from ml_collections import config_dict as mlc
 
+from rnnlab import checks
 from rnnlab.tasks import base
 
 PIXELS = 28 * 28
@@ -165,8 +166,7 @@ class SequentialMnist(base.Task):
 
   def train_batch(self, step: int, batch_size: int) -> base.Batch:
     """Host numpy batch: x (B, 784, 1) float32 in [0, 1], y (B,) int32."""
-    if not isinstance(batch_size, int) or batch_size <= 0:
-      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    checks.check_int("batch_size", batch_size)
     indices = self.train_indices(step, batch_size)
     return {"x": to_steps(self._train_x[indices]), "y": self._train_y[indices]}
 

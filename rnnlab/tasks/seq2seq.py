@@ -1,8 +1,9 @@
 """Seq2seq toy tasks generated on device: ``reverse``, ``sort``, ``addition``.
 
-Same contract as ``rnnlab.tasks`` (``TASKS``, ``task_names``, ``default_config``,
-``validate``, ``make_task``; a Task with ``train_batch``, ``eval_batches``,
-``loss_and_metrics``, ``baseline``, ``describe``) with seq2seq batches:
+Tasks like every other (``rnnlab.tasks.base.Task``: ``default_config``,
+``check``, ``train_batch``, ``eval_batches``, ``loss_and_metrics``, ``baseline``),
+registered in ``rnnlab.tasks``, for model kind "seq2seq" (``model_kinds``), with
+seq2seq batches:
 
     src (B, S) int32     source tokens, right-padded with PAD
     src_len (B,) int32   valid source length (what the encoder reads)
@@ -38,10 +39,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from rnnlab.seq2seq import sequences
+from rnnlab.tasks import base
 
 PAD, EOS, BOS = 0, 1, 2
 _FIRST_SYMBOL = 3
@@ -70,19 +71,18 @@ def accuracy_by_length(metrics: dict, prefix: str | None = None) -> dict[int, fl
   return dict(sorted(next(iter(found.values()), {}).items()))
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(base.Task):
   """Shared batching, metrics and description; subclasses define ``_examples``."""
   output_mode = "seq2seq"
-  model_kind = "seq2seq"
+  model_kinds = ("seq2seq",)
   on_device = True
   primary_metric = "accuracy"
   higher_is_better = True
   pad_id, eos_id = PAD, EOS
 
-  def __init__(self, cfg, seed: int):
-    self.name = cfg.name
+  def __init__(self, cfg: dict, seed: int):
     self.seed = int(seed)
-    self.eval_size = cfg.eval_size
+    self.eval_size = cfg["eval_size"]
 
   # Vocabulary and sizes: subclasses set bos_id, vocab_size, max_src_len,
   # max_tgt_len and lengths (the src_len values that occur).
@@ -194,15 +194,34 @@ def _fit_width(tokens, width):
 class _SymbolTask(Seq2SeqTask):
   """Source: n ~ U{min_len..seq_len} symbols, i.i.d. uniform; target: f(source)."""
 
-  def __init__(self, cfg, seed):
+  @classmethod
+  def default_config(cls):
+    return base.config_dict(
+        name=cls.name,    # task registry key
+        seq_len=10,       # longest source sequence (the target is one longer: EOS)
+        min_len=1,        # shortest source sequence; lengths ~ U{min_len..seq_len}
+        num_symbols=10,   # distinct source symbols
+        eval_size=1000,   # held-out examples
+    )
+
+  @staticmethod
+  def check(cfg: dict):
+    base.check_int(cfg, "seq_len", 1)
+    base.check_int(cfg, "min_len", 1)
+    base.check_int(cfg, "num_symbols", 2)
+    if cfg["min_len"] > cfg["seq_len"]:
+      raise ValueError(f"task.min_len={cfg['min_len']} exceeds task.seq_len={cfg['seq_len']}; "
+                       "need 1 <= min_len <= seq_len.")
+
+  def __init__(self, cfg: dict, seed: int):
     super().__init__(cfg, seed)
-    self.num_symbols = cfg.num_symbols
-    self.min_len = cfg.min_len
+    self.num_symbols = cfg["num_symbols"]
+    self.min_len = cfg["min_len"]
     self.bos_id = BOS
-    self.vocab_size = cfg.num_symbols + _FIRST_SYMBOL
-    self.max_src_len = cfg.seq_len
-    self.max_tgt_len = cfg.seq_len + 1
-    self.lengths = tuple(range(cfg.min_len, cfg.seq_len + 1))
+    self.vocab_size = cfg["num_symbols"] + _FIRST_SYMBOL
+    self.max_src_len = cfg["seq_len"]
+    self.max_tgt_len = cfg["seq_len"] + 1
+    self.lengths = tuple(range(cfg["min_len"], cfg["seq_len"] + 1))
 
   def _examples(self, key, batch_size):
     k_len, k_sym = jax.random.split(key)
@@ -224,6 +243,7 @@ class _SymbolTask(Seq2SeqTask):
 
 class ReverseTask(_SymbolTask):
   """Output the source reversed: y = x_n .. x_1."""
+  name = "reverse"
 
   def _target(self, src, n):
     return sequences.reverse_valid(src, n)
@@ -234,6 +254,7 @@ class ReverseTask(_SymbolTask):
 
 class SortTask(_SymbolTask):
   """Output the source sorted ascending (ties kept)."""
+  name = "sort"
 
   def _target(self, src, n):
     valid = sequences.valid_mask(n, src.shape[1])
@@ -248,10 +269,32 @@ class SortTask(_SymbolTask):
 class AdditionTask(Seq2SeqTask):
   """"a+b" -> "=sum", a ~ U{0..10^digits_a - 1}, b ~ U{0..10^digits_b - 1} (Flax example)."""
 
-  def __init__(self, cfg, seed):
+  name = "addition"
+
+  @staticmethod
+  def default_config():
+    return base.config_dict(
+        name="addition",  # task registry key
+        seq_len=None,     # source width, derived: digits_a + digits_b + 2 ("a+b", EOS)
+        digits_a=2,       # a in [0, 10^digits_a - 1]; the Flax example: [0, 99]
+        digits_b=3,       # b in [0, 10^digits_b - 1]; the Flax example: [0, 999]
+        sort_operands=True,  # Flax writes the smaller operand first ("min+max")
+        eval_size=1000,   # held-out examples
+    )
+
+  @staticmethod
+  def check(cfg: dict):
+    for field in ("digits_a", "digits_b"):  # <= 6 keeps a + b in int32, the baseline sum small
+      base.check_int(cfg, field, 1, 6)
+    derived = cfg["digits_a"] + cfg["digits_b"] + 2
+    if cfg["seq_len"] is not None and cfg["seq_len"] != derived:
+      raise ValueError(f"addition's seq_len is derived (digits_a + digits_b + 2 = {derived}); "
+                       f"leave it None, got {cfg['seq_len']}.")
+
+  def __init__(self, cfg: dict, seed: int):
     super().__init__(cfg, seed)
-    self.digits_a, self.digits_b = cfg.digits_a, cfg.digits_b
-    self.sort_operands = cfg.sort_operands
+    self.digits_a, self.digits_b = cfg["digits_a"], cfg["digits_b"]
+    self.sort_operands = cfg["sort_operands"]
     self.bos_id = _ADDITION_IDS["="]
     self.vocab_size = len(_ADDITION_CHARS) + 2
     self.max_src_len = self.digits_a + self.digits_b + 2  # "a+b" and the EOS after it
@@ -299,87 +342,4 @@ class AdditionTask(Seq2SeqTask):
             f"(\"a+b\" -> \"=sum\"{order})")
 
 
-# --- registry and configs -----------------------------------------------------------
-
-TASKS = {"reverse": ReverseTask, "sort": SortTask, "addition": AdditionTask}
-
-
-def task_names() -> list[str]:
-  return sorted(TASKS)
-
-
-def _symbol_config(name):
-  c = ml_collections.ConfigDict()
-  c.name = name             # task registry key
-  c.seq_len = 10            # longest source sequence (the target is one longer: EOS)
-  c.min_len = 1             # shortest source sequence; lengths ~ U{min_len..seq_len}
-  c.num_symbols = 10        # distinct source symbols
-  c.eval_size = 1000        # held-out examples
-  return c
-
-
-def _addition_config(name):
-  c = ml_collections.ConfigDict()
-  c.name = name             # task registry key
-  c.seq_len = None          # source width, derived: digits_a + digits_b + 2 ("a+b", EOS)
-  c.digits_a = 2            # a in [0, 10^digits_a - 1]; REFERENCES/Flax: [0, 99]
-  c.digits_b = 3            # b in [0, 10^digits_b - 1]; REFERENCES/Flax: [0, 999]
-  c.sort_operands = True    # Flax writes the smaller operand first ("min+max")
-  c.eval_size = 1000        # held-out examples
-  return c
-
-
-_CONFIGS = {"reverse": _symbol_config, "sort": _symbol_config, "addition": _addition_config}
-
-
-def default_config(name: str) -> ml_collections.ConfigDict:
-  _check_name(name)
-  return _CONFIGS[name](name)
-
-
-def _check_name(name):
-  if name not in TASKS:
-    raise ValueError(f"Unknown seq2seq task {name!r}; valid: {', '.join(task_names())}.")
-
-
-def _positive_int(cfg, field, minimum=1):
-  value = cfg[field]
-  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"task.{field} must be an integer >= {minimum} for {cfg.name!r}, "
-                     f"got {value!r}.")
-
-
-def _validate_symbols(cfg):
-  _positive_int(cfg, "seq_len")
-  _positive_int(cfg, "min_len")
-  _positive_int(cfg, "num_symbols", 2)
-  if cfg.min_len > cfg.seq_len:
-    raise ValueError(f"task.min_len={cfg.min_len} exceeds task.seq_len={cfg.seq_len}; "
-                     "need 1 <= min_len <= seq_len.")
-
-
-def _validate_addition(cfg):
-  for field in ("digits_a", "digits_b"):
-    _positive_int(cfg, field)
-    if cfg[field] > 6:  # keeps a + b in int32 and the baseline enumeration small
-      raise ValueError(f"task.{field} must be in [1, 6], got {cfg[field]}.")
-  derived = cfg.digits_a + cfg.digits_b + 2
-  if cfg.seq_len is not None and cfg.seq_len != derived:
-    raise ValueError(f"addition's seq_len is derived (digits_a + digits_b + 2 = {derived}); "
-                     f"leave it None, got {cfg.seq_len}.")
-
-
-_VALIDATORS = {"reverse": _validate_symbols, "sort": _validate_symbols,
-               "addition": _validate_addition}
-
-
-def validate(task_cfg) -> None:
-  """Raises ValueError naming the bad field and what is valid."""
-  _check_name(task_cfg.name)
-  _VALIDATORS[task_cfg.name](task_cfg)
-  _positive_int(task_cfg, "eval_size")
-
-
-def make_task(task_cfg, seed: int) -> Seq2SeqTask:
-  validate(task_cfg)
-  return TASKS[task_cfg.name](task_cfg, seed)
+TASKS = {cls.name: cls for cls in (ReverseTask, SortTask, AdditionTask)}

@@ -4,7 +4,7 @@ Each task has a pure generator ``*_batch(key, batch_size, ...) -> {"x", "y"}``
 (jittable; sizes static) and a ``Task`` class around it. Training batch
 ``step`` is drawn from ``fold_in(PRNGKey(seed), step)``; the held-out set of
 ``eval_size`` examples is drawn once from ``fold_in(PRNGKey(seed), 2**32 - 1)``,
-a key no training step uses. Definitions follow REFERENCES.md.
+a key no training step uses. Definitions follow docs/references.md.
 """
 
 from __future__ import annotations
@@ -78,14 +78,14 @@ def order_intervals(seq_len: int, bits: int) -> list[tuple[int, int]]:
 
 
 def temporal_order_batch(key: jax.Array, batch_size: int, seq_len: int, bits: int) -> base.Batch:
-  """Temporal-order sequences, Hochreiter & Schmidhuber (1997) task 6a as in REFERENCES.md.
+  """Temporal-order sequences, Hochreiter & Schmidhuber (1997) task 6a as in docs/references.md.
 
   Every position holds a distractor ~ U{2..5} except one relevant symbol
   r_k ~ U{A=0, B=1} in each interval [a_k l / 10, (a_k + 1) l / 10), a_k in
   (1, 5) for 2 bits and (1, 3, 6) for 3 bits. The class is the ordered tuple
   read as a binary number, first symbol most significant:
   class = sum_k r_k 2^(bits-1-k) (2 bits: AA 0, AB 1, BA 2, BB 3). H&S also
-  frame the sequence with start/end symbols; REFERENCES.md has 6 symbols and
+  frame the sequence with start/end symbols; docs/references.md has 6 symbols and
   no frame, and so does rnnlab.
 
   Returns:

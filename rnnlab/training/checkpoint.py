@@ -14,15 +14,14 @@ import jax
 import orbax.checkpoint as ocp
 
 from rnnlab.errors import CheckpointError
-
-SUBDIR = "checkpoints"
+from rnnlab.training.workdir import CHECKPOINTS
 
 
 class Checkpointer:
   """Saves and restores a training-state pytree; keeps the ``keep`` newest."""
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.abspath(os.path.join(workdir, SUBDIR))
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, cleanup_tmp_directories=True,
                                            create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)

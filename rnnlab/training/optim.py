@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.checks import check_choice, check_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
@@ -133,13 +135,8 @@ def schedule_factor(cfg, num_steps: int) -> Callable[[jax.Array], jax.Array]:
 
 # --- validation ----------------------------------------------------------------------
 
-def _choice(field, value, registry):
-  if value not in registry:
-    raise ValueError(f"Unknown {field} {value!r}. Valid: {', '.join(sorted(registry))}.")
-
-
-def _positive(field, value, kind=(int, float)):
-  if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+def _positive(field, value):
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
     raise ValueError(f"{field} must be a positive number, got {value!r}.")
 
 
@@ -154,12 +151,10 @@ def _unused(cfg, fields, used, owner):
 
 def validate(cfg, num_steps: int):
   """Raises ValueError for any unknown name or value out of range in ``config.optim``."""
-  _choice("optim.name", cfg.name, OPTIMIZERS)
-  _choice("optim.schedule", cfg.schedule, SCHEDULES)
-  _choice("optim.clip_mode", cfg.clip_mode, CLIP_MODES)
+  check_choice("optim.name", cfg.name, sorted(OPTIMIZERS))
+  check_choice("optim.schedule", cfg.schedule, sorted(SCHEDULES))
+  check_choice("optim.clip_mode", cfg.clip_mode, sorted(CLIP_MODES))
   _positive("optim.learning_rate", cfg.learning_rate)
-  if cfg.get("omega_weight", 0.0) < 0:
-    raise ValueError(f"optim.omega_weight must be >= 0 (0 turns Omega off), got {cfg.omega_weight}.")
   if cfg.clip_mode != "none":
     _positive("optim.clip_norm", cfg.clip_norm)
   _unused(cfg, OPTIMIZER_FIELDS, OPTIMIZERS[cfg.name].fields, f"optimizer {cfg.name!r}")
@@ -180,7 +175,7 @@ def _validate_schedule(cfg, num_steps):
     if not 0 <= cfg.final_lr_factor <= 1:
       raise ValueError(f"optim.final_lr_factor must be in [0, 1], got {cfg.final_lr_factor!r}.")
   if "decay_every" in fields:
-    _positive("optim.decay_every (schedule 'step')", cfg.decay_every, int)
+    check_int("optim.decay_every (schedule 'step')", cfg.decay_every)
     if cfg.decay_rate is None or not 0 < cfg.decay_rate <= 1:
       raise ValueError(f"optim.schedule='step' needs optim.decay_rate in (0, 1], "
                        f"got {cfg.decay_rate!r}.")

@@ -1,0 +1,45 @@
+"""``launch.py --sweep``: expand a config's sweep, then list, run or aggregate it.
+
+    spec.py     the runs of ``sweep(add)``, their names, ``--only`` selection
+    execute.py  one process per run or vmapped group, resumable, in parallel
+    report.py   results.csv, summary.md, figures
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rnnlab.sweeps import execute, report, spec
+
+
+def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = False,
+         aggregate_only: bool = False, passthrough=(), vmap: int = 0,
+         vmap_group: tuple[int, ...] = (), only: str = "", stream=sys.stdout) -> int:
+  """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code."""
+  all_runs = runs = spec.expand(spec.load_sweep_fn(config_path), config)
+  if only and not vmap_group:
+    runs = spec.select(all_runs, only)
+  if vmap_group:
+    bad = [i for i in vmap_group if not 0 <= i < len(runs)]
+    if bad:
+      raise ValueError(f"--vmap_group indices {bad} are not runs of this sweep "
+                       f"(it has {len(runs)}).")
+    return execute.run_group(config, root, runs, list(vmap_group))
+  if dry_run:
+    for run in runs:
+      print(f"{execute.status(os.path.join(root, run.name)):8s} {run.name}", file=stream)
+    print(f"{len(runs)} runs.", file=stream)
+    return 0
+  if not aggregate_only:
+    final = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
+                              vmap=vmap, all_runs=all_runs, stream=stream)
+    failed = [n for n, s in final.items() if s != "done"]
+  else:
+    failed = [r.name for r in runs if execute.status(os.path.join(root, r.name)) != "done"]
+  paths = report.aggregate(root, runs)
+  print(f"[sweep] wrote {paths['results']} and {paths['summary']}"
+        f"{' and ' + ', '.join(paths['figures']) if paths['figures'] else ''}.", file=stream)
+  if failed:
+    print(f"[sweep] {len(failed)} run(s) not done: {', '.join(failed)}.", file=stream)
+  return 1 if failed else 0

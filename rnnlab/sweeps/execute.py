@@ -1,0 +1,199 @@
+"""Running a sweep: one process per run (or per vmapped group), resumable, in parallel.
+
+``python launch.py --config=configs/X.py --sweep --workdir=ROOT`` runs every run
+in ``ROOT/<name>``. Each run is its own ``launch.py`` process, so it writes its
+own metrics and checkpoints and resumes like any single run. Starting the sweep
+again skips finished runs (``summary.json`` present) and resumes interrupted
+ones; a failing run is recorded in ``ROOT/<name>/failed.json`` and does not stop
+the others. With ``--vmap=N`` runs that differ only in ``vmapped.VMAPPABLE``
+fields train N at a time in one process (logs in ``ROOT/_vmap/``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from rnnlab.sweeps import spec
+from rnnlab.training import config as config_lib
+from rnnlab.training import vmapped
+from rnnlab.training import workdir
+from rnnlab.training.periodic import fmt_duration
+
+LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "launch.py")
+VMAP_LOGS = "_vmap"
+
+
+def status(run_dir: str) -> str:
+  """'done', 'failed', 'partial' (has started) or 'pending'."""
+  if os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
+    return "done"
+  if os.path.exists(os.path.join(run_dir, workdir.FAILED)):
+    return "failed"
+  return "partial" if os.path.isdir(run_dir) else "pending"
+
+
+def command(config_path: str, run_dir: str, run: spec.Run, extra_flags=()) -> list[str]:
+  """The launch.py command line for one run."""
+  cmd = [sys.executable, LAUNCH, f"--config={config_path}", f"--workdir={run_dir}"]
+  # The sweep's own overrides come last so that they win over command-line ones.
+  return cmd + list(extra_flags) + [f"--config.{k}={_flag_value(v)}" for k, v in run.overrides]
+
+
+def _flag_value(value: Any) -> str:
+  if value is None:
+    return "None"
+  return str(value)
+
+
+class _Progress:
+  """Counts runs done / running / failed and prints one line with an ETA."""
+
+  def __init__(self, total: int, already_done: int, stream=sys.stdout):
+    self.total, self.done, self.failed, self.running = total, already_done, 0, 0
+    self.started = time.time()
+    self.finished_here = 0
+    self.lock = threading.Lock()
+    self.stream = stream
+
+  def update(self, *, start=0, done=0, failed=0):
+    with self.lock:
+      self.running += start - done - failed
+      self.done += done
+      self.failed += failed
+      self.finished_here += done + failed
+      self._print()
+
+  def _print(self):
+    elapsed = time.time() - self.started
+    left = self.total - self.done - self.failed
+    eta = (elapsed / self.finished_here * left / max(self.running, 1)
+           if self.finished_here else float("nan"))
+    eta_text = "?" if eta != eta else fmt_duration(eta * max(self.running, 1))
+    print(f"[sweep] {self.done}/{self.total} done, {self.running} running, "
+          f"{self.failed} failed, elapsed {fmt_duration(elapsed)}, ETA {eta_text}",
+          file=self.stream, flush=True)
+
+
+def _execute(cmd: list[str], run_dir: str) -> tuple[bool, str]:
+  """Runs one launch.py process; its output goes to ``run_dir/log.txt``."""
+  os.makedirs(run_dir, exist_ok=True)
+  failed_path = os.path.join(run_dir, workdir.FAILED)
+  if os.path.exists(failed_path):
+    os.remove(failed_path)  # a retry: the earlier failure is no longer the run's state
+  with open(os.path.join(run_dir, workdir.LOG), "a") as log:
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+  if proc.returncode == 0 and os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
+    return True, ""
+  with open(os.path.join(run_dir, workdir.LOG)) as log:
+    tail = log.read()[-2000:]
+  _record_failure(run_dir, cmd, proc.returncode, tail)
+  return False, tail
+
+
+def _record_failure(run_dir: str, cmd: list[str], returncode, tail: str):
+  workdir.write_json(os.path.join(run_dir, workdir.FAILED),
+                     {"returncode": returncode, "command": cmd, "log_tail": tail})
+
+
+def vmap_groups(runs: list[spec.Run], max_size: int) -> list[list[spec.Run]]:
+  """Runs that differ only in ``vmapped.VMAPPABLE`` fields, in groups of <= max_size.
+
+  Order follows the sweep; a group of one runs as an ordinary process.
+  """
+  groups: dict[tuple, list[spec.Run]] = {}
+  for run in runs:
+    key = tuple((k, repr(v)) for k, v in run.overrides if k not in vmapped.VMAPPABLE)
+    groups.setdefault(key, []).append(run)
+  return [members[i:i + max_size] for members in groups.values()
+          for i in range(0, len(members), max(1, max_size))]
+
+
+def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: list[int],
+                   extra_flags) -> dict[str, bool]:
+  """One launch.py process trains ``runs`` vmapped; returns {name: finished}."""
+  cmd = [sys.executable, LAUNCH, f"--config={config_path}", f"--workdir={root}", "--sweep",
+         f"--vmap_group={','.join(map(str, indices))}", *extra_flags]
+  log_path = os.path.join(root, VMAP_LOGS, f"runs_{indices[0]}+{len(indices)}.log")
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, "a") as log:
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+  with open(log_path) as log:
+    tail = log.read()[-2000:]
+  result = {}
+  for run in runs:
+    run_dir = os.path.join(root, run.name)
+    result[run.name] = status(run_dir) == "done"
+    if not result[run.name] and status(run_dir) != "failed":
+      os.makedirs(run_dir, exist_ok=True)
+      _record_failure(run_dir, cmd, proc.returncode, tail)
+  return result
+
+
+def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 1,
+              retry_failed: bool = True, extra_flags=(), vmap: int = 0,
+              all_runs: list[spec.Run] | None = None, stream=sys.stdout) -> dict[str, str]:
+  """Runs every unfinished run of the sweep; returns {name: final status}.
+
+  Finished runs are skipped. Interrupted runs restart with the same command and
+  so resume from their last checkpoint. ``jobs`` processes execute at once.
+  With ``vmap`` > 0, runs that differ only in vmappable values (seed, learning
+  rate, clip threshold, forget bias; see ``rnnlab.training.vmapped``) train together,
+  up to ``vmap`` per process, in one vmapped program. ``all_runs``: the whole
+  expansion when ``runs`` is a selection of it (``--only``; group processes
+  name their runs by index in it).
+  """
+  os.makedirs(root, exist_ok=True)
+  spec.write_manifest(config_path, root, runs)
+  todo = [r for r in runs if status(os.path.join(root, r.name)) != "done"
+          and (retry_failed or status(os.path.join(root, r.name)) != "failed")]
+  progress = _Progress(len(runs), len(runs) - len(todo), stream)
+  units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
+  index = {r.name: i for i, r in enumerate(all_runs or runs)}
+  print(f"[sweep] {len(runs)} runs in {root}: {len(runs) - len(todo)} already done, "
+        f"{len(todo)} to run in {len(units)} process(es), {jobs} at a time"
+        f"{f' (up to {vmap} vmapped runs per process)' if vmap > 0 else ''}.",
+        file=stream, flush=True)
+
+  def one(unit: list[spec.Run]):
+    progress.update(start=len(unit))
+    if len(unit) == 1:
+      run = unit[0]
+      run_dir = os.path.join(root, run.name)
+      ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir)
+      last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+      finished, why = {run.name: ok}, f": {last} (see {run_dir}/log.txt)"
+    else:
+      finished = _execute_group(config_path, root, unit, [index[r.name] for r in unit],
+                                extra_flags)
+      why = f" (see its {workdir.FAILED} and {workdir.LOG}, and {root}/{VMAP_LOGS}/)"
+    ok_count = sum(finished.values())
+    progress.update(done=ok_count, failed=len(unit) - ok_count)
+    for name, ok in finished.items():
+      if not ok:
+        print(f"[sweep] run {name} FAILED{why}", file=stream, flush=True)
+    return {n: "done" if ok else "failed" for n, ok in finished.items()}
+
+  results = {}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    for part in pool.map(one, units):
+      results.update(part)
+  return {r.name: results.get(r.name, status(os.path.join(root, r.name))) for r in runs}
+
+
+def run_group(config, root: str, runs: list[spec.Run], indices: list[int]) -> int:
+  """``launch.py --sweep --vmap_group=I,J,..``: trains those runs vmapped in this process."""
+  chosen = [runs[i] for i in indices]
+  configs = [config_lib.with_overrides(config, r.as_dict()) for r in chosen]
+  summaries = vmapped.train_runs(configs, [os.path.join(root, r.name) for r in chosen])
+  return 0 if all(s is not None for s in summaries) else 1

@@ -1,0 +1,55 @@
+"""A training config as plain values: what config.json holds, differences, overrides.
+
+A training config (see configs/base.py) has the sections ``task`` (owned by
+``rnnlab.tasks``), ``model`` (``rnnlab.models``), ``optim``
+(``rnnlab.training.optim``), ``train`` and ``gradflow`` plus ``seed``;
+``rnnlab.training.job.validate`` checks it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+
+def resolved(config) -> dict:
+  """The config as plain JSON values (what config.json holds)."""
+  return json.loads(json.dumps(config.to_dict(), sort_keys=True))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{"model": {"cell": "lstm"}} -> {"model.cell": "lstm"}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def diff(old: dict, new: dict) -> list[str]:
+  """Lines "field: old -> new" for every field whose value differs."""
+  a, b = flatten(old), flatten(new)
+  absent = "<absent>"
+  return [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}"
+          for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent)]
+
+
+def override(config, values: dict):
+  """Sets dotted fields in place, as ``--config.<field>=<value>`` would: {"task.seq_len": 50}.
+
+  The config stays locked: a field it does not have is an error.
+  """
+  for dotted, value in values.items():
+    *parents, name = dotted.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[name] = value
+  return config
+
+
+def with_overrides(config, values: dict):
+  """A copy of ``config`` with dotted ``values`` set (the original is untouched)."""
+  return override(copy.deepcopy(config), values)

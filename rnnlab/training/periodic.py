@@ -1,0 +1,286 @@
+"""The periodic actions of training, one engine for a single run and for N vmapped runs.
+
+After step s (1-based) of T, ``itstime`` decides each action:
+
+    log        every train.log_every steps, at step 1 and at T: window means of the
+               train metrics, this step's gradient statistics, the baselines
+    evaluate   every train.eval_every steps and at T: the task's held-out set
+    checkpoint every train.checkpoint_every steps and at T
+    plugins    every plugin.every steps and at T (``rnnlab.training.plugins``)
+
+Before any of them the first non-finite step, if any, stops the run: nothing
+from that step on is logged as progress nor saved. The rows go to each run's
+metrics writer before its checkpoint, so a resumed run misses no row.
+
+The state is either one run's (``Single``) or N runs' stacked on a leading axis
+(``rnnlab.training.vmapped.Stacked``); a layout says how to read run i's part
+and how to evaluate. A run that turns NaN/Inf is marked failed (the others of
+a group go on); the trainer then raises, a vmapped group records failed.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab.errors import NonFiniteError
+from rnnlab.training import job as job_lib
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.training.checkpoint import Checkpointer
+
+
+def itstime(step: int, every: int, total: int, first: bool = False) -> bool:
+  """Whether a periodic action runs after ``step`` (1-based) of ``total``.
+
+  True at multiples of ``every`` (0 means never), at the last step, and at
+  step 1 when ``first``.
+  """
+  return (step == total or (every > 0 and step % every == 0)
+          or (first and step == 1))
+
+
+def fmt_duration(seconds: float) -> str:
+  """1h05m above an hour, else 4m07s."""
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Clock:
+  """Steps per second between logs and the wall time of the run across resumes."""
+
+  def __init__(self, step: int, wall_before: float):
+    self.start, self.wall_before = time.time(), wall_before
+    self.first_step, self.last_step, self.last_time = step, step, self.start
+
+  def tick(self, step: int) -> dict[str, float]:
+    now = time.time()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    return {"perf/steps_per_sec": rate, "perf/wall_time_s": self.wall()}
+
+  def speed(self, step: int, total: int, rate: float) -> str:
+    """"12.3 steps/s, ETA 1m05s"; the session's first interval includes compilation."""
+    if self.first_step is not None:
+      first, self.first_step = self.first_step, None
+      return f"{step - first} step(s) in {time.time() - self.start:.1f}s incl. compilation"
+    return f"{rate:.1f} steps/s, ETA {fmt_duration((total - step) / max(rate, 1e-9))}"
+
+  def wall(self) -> float:
+    return self.wall_before + time.time() - self.start
+
+
+# --- rows and messages ---------------------------------------------------------------
+
+def baseline_metrics(task) -> dict[str, float]:
+  """``task/baseline`` (the loss) and ``task/baseline_<metric>`` for the others."""
+  return {("task/baseline" if k == "loss" else f"task/baseline_{k}"): float(v)
+          for k, v in task.baseline.items()}
+
+
+def window_means(sums: dict) -> dict[str, float]:
+  """Means of the train metrics since the last log from ``TrainState.sums`` (on the host)."""
+  count = max(float(sums["count"]), 1.0)
+  return {k: float(v) / count for k, v in sums.items() if k != "count"}
+
+
+def progress_line(step: int, total: int, row: dict, task, speed: str) -> str:
+  """One console line: step, losses, primary metric, baselines, then ``speed``."""
+  names = dict.fromkeys(["train/loss", "eval/loss", f"eval/{task.primary_metric}", "grad/norm"])
+  parts = [f"step {step}/{total}"] + [f"{n} {row[n]:.4g}" for n in names if n in row]
+  parts += [f"baseline {k} {v:.4g}" for k, v in task.baseline.items()]
+  return " | ".join(parts + [speed])
+
+
+def nonfinite_message(step: int, ckpt: Checkpointer, run: str | None = None) -> str:
+  """What a NaN/Inf at ``step`` means for the user and what to do."""
+  where = f" (vmapped run {run})" if run else ""
+  return (f"Training stopped: the loss or a gradient was NaN/Inf at step {step}{where}. "
+          "Nothing from that step on was logged as progress or saved; the last good checkpoint "
+          f"is {ckpt.describe_latest()}. Lower optim.learning_rate or clip the gradients "
+          "(optim.clip_mode, optim.clip_norm), then start a fresh workdir (or --overwrite).")
+
+
+# --- one run's outputs -----------------------------------------------------------------
+
+@dataclasses.dataclass
+class Run:
+  """One run of a session: its job, workdir, checkpoints, metrics and console.
+
+  ``failed`` holds the NaN message once the run stopped; with ``record_failure``
+  it is also written to failed.json (runs of a vmapped group, whose process
+  goes on).
+  """
+  job: job_lib.Job
+  workdir: str
+  console: Callable[[str], None]
+  record_failure: bool = False
+  ckpt: Checkpointer = None
+  writer: workdir_lib.MetricsWriter = None
+  failed: str | None = None
+  wall: float = 0.0
+
+  def __post_init__(self):
+    self.ckpt = Checkpointer(self.workdir, self.job.config.train.keep_checkpoints)
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(self.workdir))
+
+  def fail(self, message: str):
+    self.failed = message
+    if self.record_failure:
+      line = f"{NonFiniteError.__name__}: {message}"
+      self.console(line)
+      workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.FAILED),
+                             {"returncode": None, "error": line, "log_tail": line})
+
+  def close(self):
+    """Closes the metrics writer and waits for the last checkpoint (once; again is a no-op)."""
+    if self.ckpt is None:
+      return
+    if self.writer is not None:
+      self.writer.close()
+    self.ckpt.close()
+    self.ckpt = None
+
+
+class Single:
+  """The layout of one run's state: no run axis."""
+
+  def __init__(self, job: job_lib.Job):
+    self.job = job
+    self.eval_fn = job_lib.make_eval_fn(job)
+    self._eval = None
+
+  @staticmethod
+  def part(tree, i: int):
+    del i
+    return tree
+
+  def step_fn(self) -> Callable:
+    return job_lib.make_step_fn(self.job)
+
+  def feed(self, start: int):
+    return job_lib.host_batches(self.job, start)
+
+  def evaluate(self, runs: Sequence[Run], params) -> list[dict]:
+    if self._eval is None:
+      cfg = self.job.config.train
+      self._eval = self.job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size)
+    return [job_lib.evaluate(self.eval_fn, params, self._eval)]
+
+  def intro(self, runs: Sequence[Run], state, start: int) -> str:
+    job = self.job
+    return (f"{job.task.describe()}; model {job.config.model.kind} "
+            f"({job.config.model.get('cell', '')}) with {job_lib.num_params(state.params):,} "
+            f"parameters; steps {start}->{job.num_steps}.")
+
+
+# --- the engine ------------------------------------------------------------------------
+
+class PeriodicActions:
+  """``actions(state, stats, step) -> state``: everything that is due after ``step``.
+
+  Args:
+    runs: the session's runs (one, or the N of a vmapped group, in lane order).
+    layout: ``Single`` or ``vmapped.Stacked``: ``part(tree, i)``, ``evaluate``.
+    clock: the session's ``Clock``.
+    group_console: for N > 1, where the one-line summary of the group goes.
+  """
+
+  def __init__(self, runs: Sequence[Run], layout, clock: Clock,
+               group_console: Callable[[str], None] | None = None):
+    self.runs, self.layout, self.clock, self.group_console = runs, layout, clock, group_console
+    self.job = runs[0].job
+
+  def __call__(self, state, stats, step: int):
+    cfg, total = self.job.config.train, self.job.num_steps
+    log = itstime(step, cfg.log_every, total, first=True)
+    do_eval = itstime(step, cfg.eval_every, total)
+    save = itstime(step, cfg.checkpoint_every, total)
+    acting = [p for p in self.job.plugins if itstime(step, p.every, total)]
+    if not (log or do_eval or save or acting):
+      return state
+    self._check_finite(state)
+    rows = [{} for _ in self.runs]
+    if log:
+      sums, host_stats = jax.device_get((state.sums, stats))
+      for i, (run, row) in enumerate(zip(self.runs, rows)):
+        row.update(**window_means(self.layout.part(sums, i)), **self.layout.part(host_stats, i),
+                   **baseline_metrics(run.job.task))
+      state = state.replace(sums=jax.tree.map(jnp.zeros_like, state.sums))
+    if do_eval:
+      for row, metrics in zip(rows, self.layout.evaluate(self.runs, state.params)):
+        row.update(metrics)
+    if log or do_eval:
+      self._write(rows, step)
+    for i, run in enumerate(self.runs):
+      if save and not run.failed:
+        run.ckpt.save(step, self.layout.part(state, i))
+    if not self.runs[0].failed:  # plugins refuse vmapping: one run here
+      for plugin in acting:
+        plugin.act(step, state)
+    return state
+
+  def _check_finite(self, state):
+    bad = np.atleast_1d(jax.device_get(state.nonfinite_step))
+    for run, first_bad in zip(self.runs, bad):
+      if first_bad >= 0 and not run.failed:
+        run.fail(nonfinite_message(int(first_bad), run.ckpt,
+                                   run.name if len(self.runs) > 1 else None))
+
+  def _write(self, rows: list[dict], step: int):
+    total = self.job.num_steps
+    timing = self.clock.tick(step)
+    speed = self.clock.speed(step, total, timing["perf/steps_per_sec"])
+    for run, row in zip(self.runs, rows):
+      if not run.failed:
+        row.update(timing)
+        run.writer.write(step, row)
+        run.console(progress_line(step, total, row, run.job.task, speed))
+    if self.group_console is not None:
+      active = [row for run, row in zip(self.runs, rows) if not run.failed]
+      key = f"eval/{self.job.task.primary_metric}"
+      values = [row[key] for row in active if key in row]
+      metric = (f" | {key} min {min(values):.4g} median {float(np.median(values)):.4g} "
+                f"max {max(values):.4g}" if values else "")
+      self.group_console(f"step {step}/{total} | {len(active)}/{len(self.runs)} runs "
+                         f"active{metric} | {speed}")
+
+  @property
+  def all_failed(self) -> bool:
+    return all(run.failed for run in self.runs)
+
+
+def train_session(runs: Sequence[Run], layout, state, start: int,
+                  group_console: Callable[[str], None] | None = None):
+  """Trains ``runs`` (all at step ``start``) to the last step, or until every run failed.
+
+  Opens each run's metrics writer (dropping rows after ``start``), starts the
+  plugins, then steps and acts. Returns the final state; each run's ``wall``
+  is its wall time across sessions.
+  """
+  job = runs[0].job
+  for run in runs:
+    run.writer = workdir_lib.MetricsWriter(run.workdir, start)
+  clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs))
+  (group_console or runs[0].console)(layout.intro(runs, state, start))
+  for plugin in job.plugins:
+    plugin.start(job, runs[0].workdir, start, state)
+  actions = PeriodicActions(runs, layout, clock, group_console)
+  step_fn, feed = layout.step_fn(), layout.feed(start)
+  for step in range(start + 1, job.num_steps + 1):
+    state, stats = step_fn(state, next(feed))
+    state = actions(state, stats, step)
+    if actions.all_failed:
+      break
+  for run in runs:
+    run.wall = clock.wall()
+  return state

@@ -1,0 +1,99 @@
+"""Training and evaluation of one run, start to finish.
+
+    summary = train_and_evaluate(config, workdir)
+
+1. ``job.build(config)``: validate, then task, model, optimizer, plugins.
+2. ``job.init_state``: the step-0 state (before the workdir is touched, so a bad
+   value leaves no trace), then ``workdir.prepare``: config.json, or a refusal
+   when the workdir holds another run.
+3. Restore the newest checkpoint if there is one (a rerun resumes).
+4. ``periodic.train_session``: the jitted step and the periodic actions (log,
+   evaluate, checkpoint, stop on NaN, plugins) until the last step.
+5. ``summarize``: final and best held-out metric against the baseline, to
+   summary.json and the console.
+
+The workdir's files are listed in ``rnnlab.training.workdir``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+from rnnlab.errors import NonFiniteError, RunError
+from rnnlab.training import job as job_lib
+from rnnlab.training import periodic
+from rnnlab.training import workdir as workdir_lib
+from rnnlab.training.plugins import Plugin
+
+
+def restore(run: periodic.Run, state):
+  """The run's newest checkpoint in the structure of ``state``, or ``state`` if there is none."""
+  step = run.ckpt.latest_step()
+  if step is None:
+    return state
+  run.console(f"Resuming from the checkpoint of step {step} in {run.ckpt.directory}.")
+  return run.ckpt.restore(state)
+
+
+def summarize(job: job_lib.Job, history: list[dict], wall: float) -> dict:
+  """Final and best held-out primary metric against the task's baseline."""
+  task = job.task
+  key = f"eval/{task.primary_metric}"
+  evals = [r for r in history if key in r]
+  if not evals:
+    raise RunError(f"metrics.jsonl holds no {key}; the run cannot be summarized. Start it "
+                   "again with --overwrite.")
+  pick = max if task.higher_is_better else min
+  best = pick(evals, key=lambda r: r[key])
+  final = evals[-1]
+  base = task.baseline[task.primary_metric]
+  beats = final[key] > base if task.higher_is_better else final[key] < base
+  return {"task": task.describe(), "steps": final["step"], "primary_metric": key,
+          "higher_is_better": task.higher_is_better, "baseline": base,
+          "final": {k: v for k, v in final.items() if k.startswith("eval/")},
+          "best": {"step": best["step"], key: best[key]}, "beats_baseline": bool(beats),
+          "wall_time_s": wall}
+
+
+def summary_line(summary: dict) -> str:
+  key = summary["primary_metric"]
+  verdict = "beats" if summary["beats_baseline"] else "does NOT beat"
+  return (f"Done: {summary['task']}. After {summary['steps']} steps {key} = "
+          f"{summary['final'][key]:.4g} (best {summary['best'][key]:.4g} at step "
+          f"{summary['best']['step']}), baseline {summary['baseline']:.4g}: {verdict} the "
+          f"baseline. Wall time {periodic.fmt_duration(summary['wall_time_s'])}.")
+
+
+def finish(run: periodic.Run, **extra) -> dict:
+  """Writes the (closed) run's summary.json and its last console line; returns the summary."""
+  summary = {**summarize(run.job, run.writer.history, run.wall), **extra}
+  workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.SUMMARY), summary)
+  run.console(summary_line(summary))
+  return summary
+
+
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
+                       plugins: Sequence[Plugin] = (),
+                       console: Callable[[str], None] = print) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming from its last checkpoint); returns the summary.
+
+  Raises ``rnnlab.errors.RunError``: InvalidConfigError (also a ValueError) for
+  bad config values, before anything is compiled; ConfigMismatchError for a
+  workdir holding another run; CheckpointError for an unusable checkpoint;
+  NonFiniteError for a NaN/Inf loss or gradient; DataNotFoundError for missing
+  data. ``plugins`` join the ones the config switches on (``rnnlab.training.plugins``).
+  """
+  job = job_lib.build(config, plugins)
+  state = job_lib.init_state(job)
+  workdir_lib.prepare(config, workdir, overwrite)
+  workdir_lib.save_artifacts(job.task, workdir)
+  run = periodic.Run(job, workdir, console)
+  try:
+    state = restore(run, state)
+    periodic.train_session([run], periodic.Single(job), state, int(state.step))
+  finally:
+    run.close()  # waits for the last checkpoint: summary.json then marks a complete run
+  if run.failed:
+    raise NonFiniteError(run.failed)
+  return finish(run)
