@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from rnnlab.sweeps import report
+
 SOLVED = {"adding": ("eval/loss", lambda v: v < 0.01, "MSE < 0.01"),
           "copy": ("eval/accuracy", lambda v: v >= 0.99, "recall accuracy >= 0.99"),
           "temporal_order": ("eval/accuracy", lambda v: v >= 0.99, "accuracy >= 0.99")}
@@ -65,7 +67,7 @@ def cell_text(task: str, members: Sequence[dict]) -> str:
   failed = sum(r["status"] == "failed" for r in members)
   wins = sum(solved(task, r) for r in members)
   if done:
-    text = f"{np.mean(done):.3g} ± {np.std(done, ddof=1) if len(done) > 1 else 0.0:.2g}"
+    text = report.fmt_mean_std(*report.mean_std(done), digits=".3g")
   else:
     text = "diverged" if failed else "not finished"
   return f"{text} ({wins}/{len(members)}{f', †{failed}' if failed else ''})"
@@ -137,9 +139,10 @@ def summarize_arms(task, rows, label) -> dict:
     for t in sorted({r["task.seq_len"] for r in members}):
       at = [r for r in members if r["task.seq_len"] == t]
       done = [r["final"] for r in at if r["status"] == "done"]
+      mean, std = report.mean_std(done)
       out[f"{name}, T={t}"] = {
-          "mean": float(np.mean(done)) if done else None,
-          "std": float(np.std(done, ddof=1)) if len(done) > 1 else None,
+          "mean": mean if done else None,
+          "std": std if len(done) > 1 else None,
           "solved": sum(solved(task, r) for r in at), "runs": len(at),
           "diverged": sum(r["status"] == "failed" for r in at)}
   return out
@@ -181,12 +184,11 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
 
 def mean_std(values) -> list[float]:
   """[mean, sample standard deviation] (0 for a single value), as JSON writes it."""
-  a = np.asarray(values, dtype=float)
-  return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
+  return list(report.mean_std(values))
 
 
 def fmt_mean_std(ms) -> str:
-  return f"{ms[0]:.3f} ± {ms[1]:.3f}"
+  return report.fmt_mean_std(*ms, digits=".3f", std_digits=".3f")
 
 
 def length_table(arms: Sequence[dict], key: str) -> str:

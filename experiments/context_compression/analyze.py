@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.study_report import fmt_mean_std, length_table, mean_std
+from rnnlab.sweeps import report
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.tasks.seq2seq import accuracy_by_length
 
@@ -101,9 +102,8 @@ def _longest_above(by_len: dict, level: float) -> int:
 
 def _mean_curve(members):
   steps = [s for s, _ in members[0]["curve"]]
-  values = np.array([[v for _, v in m["curve"]] for m in members])
-  return {"step": steps, "mean": values.mean(0).round(4).tolist(),
-          "std": (values.std(0, ddof=1) if len(members) > 1 else 0 * values[0]).round(4).tolist()}
+  mean, std = report.mean_std([[v for _, v in m["curve"]] for m in members])
+  return {"step": steps, "mean": mean.round(4).tolist(), "std": std.round(4).tolist()}
 
 
 def figure(arms: list[dict], path):
@@ -114,7 +114,7 @@ def figure(arms: list[dict], path):
     style = "-" if arm["attention"] != "none" else "--"
     for a, key in ((ax, "per_seed_by_length"), (ax_best, "per_seed_best_by_length")):
       per_seed = np.array([[arm[key][seed][k] for k in n] for seed in arm["seeds"]])
-      m, s = per_seed.mean(0), per_seed.std(0, ddof=1) if len(per_seed) > 1 else 0 * n
+      m, s = report.mean_std(per_seed)
       line, = a.plot(n, m, style, marker="o", ms=3, label=arm["label"])
       a.fill_between(n, m - s, m + s, alpha=0.2, color=line.get_color())
     c = arm["curve"]

@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.study_report import fmt_mean_std, length_table, mean_std
+from rnnlab.sweeps import report
 from rnnlab.training import job as job_lib
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.training.checkpoint import Checkpointer
@@ -165,9 +166,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
            "fr_exact_by_length": {n: mean_std([r["fr_exact_by_length"][n] for r in m])
                                   for n in lengths}}
     for key in ("tf_token_by_position", "fr_token_by_position"):
-      a = np.array([r[key] for r in m])
-      arm[key] = {"mean": a.mean(0).round(4).tolist(),
-                  "std": (a.std(0, ddof=1) if len(m) > 1 else 0 * a[0]).round(4).tolist()}
+      mean, std = report.mean_std([r[key] for r in m])
+      arm[key] = {"mean": mean.round(4).tolist(), "std": std.round(4).tolist()}
     for key in ("eps", "eval_curve", "train_token_curve"):
       a = np.array([[v for _, v in r[key]] for r in m])
       arm[key] = {"step": [s for s, _ in m[0][key]], "mean": a.mean(0).round(4).tolist()}

@@ -76,7 +76,7 @@ def mean_std(values):
   return (float(mean), float(std)) if a.ndim == 1 else (mean, std)
 
 
-def fmtmean_std(mean: float, std: float, digits: str = ".4g", std_digits: str = ".2g") -> str:
+def fmt_mean_std(mean: float, std: float, digits: str = ".4g", std_digits: str = ".2g") -> str:
   """"0.0123 ± 0.004": the one way rnnlab writes a mean and its spread."""
   return f"{mean:{digits}} ± {std:{std_digits}}"
 
