@@ -28,7 +28,7 @@ TINY = {"task.seq_len": 6, "task.eval_size": 4, "model.cell": "rnn", "model.hidd
 
 
 def tiny_config(**changes):
-  return tiny(adding, **TINY, **changes)
+  return tiny(adding, **{**TINY, **changes})
 
 
 class Capture(Plugin):

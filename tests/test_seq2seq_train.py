@@ -30,7 +30,7 @@ CONFIGS = {
 
 def tiny_config(name):
   module, task = CONFIGS[name]
-  return tiny(module, **TINY, **task)
+  return tiny(module, **{**TINY, **task})
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

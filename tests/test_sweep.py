@@ -14,6 +14,7 @@ import pytest
 
 from rnnlab.sweeps import report
 from rnnlab.sweeps import spec
+from rnnlab.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch.py")

@@ -62,7 +62,8 @@ def test_registry_and_default_configs_validate():
     cfg = tasks.default_config(name)
     assert cfg.name == name and {"seq_len", "eval_size"} <= set(cfg.keys())
     tasks.validate(cfg)
-    assert isinstance(tasks.make_task(cfg, 0), cls)
+    if cls.on_device:  # the MNIST tasks need their data (tests below use tfds' mock)
+      assert isinstance(tasks.make_task(cfg, 0), cls)
   assert set(tasks.default_config("temporal_order").keys()) == {"name", "seq_len", "bits",
                                                                 "eval_size"}
   assert tasks.default_config("psmnist").data_dir is None

@@ -30,7 +30,7 @@ TINY = {"task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4, "train.b
 
 
 def tiny_config(**changes):
-  return tiny(adding, **TINY, **changes)
+  return tiny(adding, **{**TINY, **changes})
 
 
 def tb_events(workdir):
