@@ -24,7 +24,6 @@ from rnnlab.seq2seq import model
 from rnnlab.seq2seq import sampling
 from rnnlab.seq2seq import sequences
 from rnnlab import tasks
-from rnnlab.tasks import seq2seq
 
 V, PAD, EOS, BOS = 7, 0, 1, 2
 # Plain Gaussian kernels keep the one real initialisation (the model-kind test)

@@ -17,7 +17,7 @@ from conftest import REPO, final_state, quiet, rows, tiny
 from configs import adding, base
 from rnnlab import models
 from rnnlab.errors import CheckpointError, ConfigMismatchError, InvalidConfigError, NonFiniteError
-from rnnlab.training import checkpoint, periodic, trainer
+from rnnlab.training import periodic, trainer
 from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
 from rnnlab.training import workdir as workdir_lib

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from conftest import rows, small_config
-from configs import base
 from rnnlab.training import config as config_lib
 from rnnlab.training import trainer
 from rnnlab.training import vmapped
@@ -125,7 +124,6 @@ def test_vmap_groups_split_on_non_vmappable_fields():
 
 
 SWEEP = '''
-from configs import base
 
 def get_config():
   config = base.get_config("adding")
