@@ -124,6 +124,7 @@ def test_vmap_groups_split_on_non_vmappable_fields():
 
 
 SWEEP = '''
+from configs import base
 
 def get_config():
   config = base.get_config("adding")
