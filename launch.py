@@ -15,10 +15,12 @@ the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweeps/)::
 and with ``--vmap=N`` runs that differ only in seed, learning rate, clip threshold or
 forget bias train N at a time in one vmapped program (rnnlab/training/vmapped.py).
 
-Exit codes: 0 done, 1 the run stopped (damaged checkpoint, NaN/Inf, config
-mismatch), 2 bad flags or config values.
+Exit codes: 0 done, 1 the run stopped (no intact checkpoint, NaN/Inf, config
+mismatch, a disk or folder that cannot be written), 2 bad flags or config values,
+130 interrupted (Ctrl-C).
 """
 
+import os
 import sys
 
 from absl import app
@@ -57,20 +59,53 @@ _VMAP_GROUP = flags.DEFINE_list(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _config_file_error(err: BaseException, path: str | None) -> str | None:
+  """"<file>, line <n>: <what>" when loading or running the config file failed, else None."""
+  if isinstance(err, SyntaxError) and err.filename and err.filename.endswith(".py"):
+    return f"the config file {err.filename} does not parse, line {err.lineno}: {err.msg}."
+  if path is None:
+    return None
+  if not os.path.exists(path):
+    return f"there is no config file {path}."
+  tb, line = err.__traceback__, None
+  while tb is not None:
+    if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  if line is None:
+    return None
+  what = str(err.args[0]).strip("'\"") if err.args else ""
+  return f"the config file {path} raised {type(err).__name__} at line {line}: {what}".rstrip(": ")
+
+
 def _parse(argv):
-  """Flag parsing that turns a misspelt or mistyped field into one line, not a traceback."""
+  """Flag parsing that turns a misspelt or mistyped field, or a config file that does not load,
+  into one line, not a traceback."""
   try:
     rest = flags.FLAGS(argv)
     _CONFIG.value.get("seed")  # a config file that failed to load reports it here
     return rest
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as err:
-    message = err.args[0] if err.args else err
-    while isinstance(message, Exception) and message.args:  # ml_collections nests KeyErrors
-      message = message.args[0]
-    message = str(message)
-    if "Traceback" in message:  # a config file's get_config raised: its last line says why
-      lines = [l for l in message.splitlines() if l.strip()]
-      message = f"{lines[0]} {lines[-1]}"
+  except Exception as err:  # pylint: disable=broad-except (one line for any failure)
+    path = next((a.split("=", 1)[1].split(":")[0] for a in argv if a.startswith("--config=")),
+                None)
+    cause = err
+    while cause.__cause__ is not None or cause.__context__ is not None:
+      cause = cause.__cause__ or cause.__context__
+    message = _config_file_error(cause, path) or _config_file_error(err, path)
+    if message is None:
+      message = err.args[0] if err.args else err
+      while isinstance(message, Exception) and message.args:  # ml_collections nests KeyErrors
+        message = message.args[0]
+      message = str(message)
+      if "Traceback" in message:  # a config file's get_config raised: its last line says why
+        lines = [l for l in message.splitlines() if l.strip()]
+        message = f"{lines[0]} {lines[-1]}"
+      message = " ".join(message.split())
+      name = message.strip("'\"")
+      given = [a.split("=")[0] for a in argv if a.startswith("--config.")
+               and name in a.split("=")[0].split(".")]
+      if message != name and given:  # ml_collections says only "'name'"
+        message = f"{given[0]}: the config has no field {name!r}."
     print(f"Bad flags: {message}\nSee the config file for the valid fields "
           f"(python {argv[0]} --helpfull lists the flags).", file=sys.stderr)
     sys.exit(2)
@@ -91,6 +126,12 @@ def _sweep() -> int:
   except RunError as err:  # --vmap_group: a checkpoint or config mismatch in one of its runs
     print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
     return 1
+  except OSError as err:  # the sweep's own files (manifest, logs, results.csv)
+    from rnnlab.training import workdir  # pylint: disable=g-import-not-at-top
+    print(f"\nStorageError: Cannot write {err.filename or _WORKDIR.value}: "
+          f"{workdir.fs_cause(err)}. Finished runs are intact; fix the cause and rerun the same "
+          "command (finished runs are skipped).", file=sys.stderr)
+    return 1
 
 
 def main(argv):
@@ -108,6 +149,10 @@ def main(argv):
   except RunError as err:
     print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("\nInterrupted. The checkpoints written so far are complete; rerun the same command "
+          "to resume from the last one.", file=sys.stderr)
+    return 130
   return 0
 
 

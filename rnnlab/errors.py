@@ -26,5 +26,10 @@ class InvalidConfigError(RunError, ValueError):
   """A config value is out of range or names nothing registered; raised before any compile."""
 
 
+class StorageError(RunError):
+  """A file or folder of the run cannot be written or read: disk full, permission, read-only,
+  a path that is a file. The message names the path, the cause, and what is intact."""
+
+
 class DataNotFoundError(RunError):
   """The task's data set is missing; the message says how to get it."""

@@ -69,9 +69,9 @@ def compile_cache(tmp_path_factory):
 def final_state(config, workdir):
   """The newest checkpoint of the run of ``config`` in ``workdir``, restored."""
   from rnnlab.training import checkpoint, job  # pylint: disable=g-import-not-at-top
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, read_only=True)
   try:
-    return ckpt.restore(job.init_state(job.build(config)))
+    return ckpt.restore(job.init_state(job.build(config)), move_damaged=False)[1]
   finally:
     ckpt.close()
 

@@ -35,8 +35,7 @@ def tiny_config(**changes):
 
 def tb_events(workdir):
   """Every event in the workdir's TensorBoard files: (step, {tag: value}, session_log status)."""
-  workdir_lib._summary_writer_class()  # pylint: disable=protected-access (tensorboardX sans torch)
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  _, event_pb2, _ = workdir_lib.tensorboardx()
   events = []
   for name in sorted(os.listdir(workdir)):
     if name.startswith("events.out.tfevents"):
@@ -233,18 +232,25 @@ def test_incompatible_checkpoint_gives_one_paragraph(reference, tmp_path):
     trainer.train_and_evaluate(config, workdir, console=quiet)
   message = str(err.value)
   assert "Cannot resume from the checkpoint of step 8" in message
-  assert "different model or optimizer configuration" in message and "\n" not in message
+  assert "different model or optimizer" in message and "\n" not in message
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "8"))  # not mistaken for damage
 
 
-def test_damaged_checkpoint_gives_one_paragraph(reference, tmp_path):
+def test_emptied_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_path):
+  """Every data file of step 8's checkpoint emptied: reported, moved aside, step 6 resumes."""
   workdir = str(tmp_path)
   shutil.copytree(reference[0], workdir, dirs_exist_ok=True)
+  os.remove(os.path.join(workdir, "summary.json"))
   for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
     for name in files:
       if name != "_CHECKPOINT_METADATA":
         open(os.path.join(root, name), "w").close()
-  with pytest.raises(CheckpointError, match="Cannot resume from the checkpoint of step 8"):
-    trainer.train_and_evaluate(tiny_config(), workdir, console=quiet)
+  lines = []
+  summary = trainer.train_and_evaluate(tiny_config(), workdir, console=lines.append)
+  assert any(l.startswith("The checkpoint of step 8 is damaged") for l in lines)
+  assert "Resuming from the checkpoint of step 6, the newest intact one" in "\n".join(lines)
+  assert os.path.isdir(os.path.join(workdir, "checkpoints_damaged", "8"))
+  assert summary["final"] == reference[1]["final"] and rows(workdir) == rows(reference[0])
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -75,9 +75,9 @@ def make_predict(job):
 
 def restore_params(job, run_dir: str):
   template = job_lib.init_state(job)
-  ckpt = Checkpointer(run_dir, job.config.train.keep_checkpoints)
+  ckpt = Checkpointer(run_dir, job.config.train.keep_checkpoints, read_only=True)
   try:
-    state = ckpt.restore(template)
+    _, state = ckpt.restore(template, move_damaged=False)
   finally:
     ckpt.close()
   return state.params, int(state.step)

@@ -73,9 +73,9 @@ def measure_arm(arm: runs.Arm, root: str) -> dict:
   job = job_lib.build(config)
   measurer = analyses.Measurer(job, loss=READOUT_LOSS[arm.task])
   initial = job_lib.init_state(job)
-  ckpt = Checkpointer(arm.workdir(root), config.train.keep_checkpoints)
+  ckpt = Checkpointer(arm.workdir(root), config.train.keep_checkpoints, read_only=True)
   try:
-    final = ckpt.restore(initial)
+    _, final = ckpt.restore(initial, move_damaged=False)
   finally:
     ckpt.close()
   batch = measurer.job.task.eval_batches(SEQUENCES)[0]

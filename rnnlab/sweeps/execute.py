@@ -31,9 +31,17 @@ VMAP_LOGS = "_vmap"
 
 
 def status(run_dir: str) -> str:
-  """'done', 'failed', 'partial' (has started) or 'pending'."""
+  """'done', 'failed', 'partial' (has started) or 'pending'.
+
+  A summary.json that does not parse (a damaged file) counts as 'partial': running the
+  run again resumes from its last checkpoint and writes the summary anew.
+  """
   if os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
-    return "done"
+    try:
+      workdir.read_json(os.path.join(run_dir, workdir.SUMMARY))
+      return "done"
+    except (OSError, ValueError):
+      return "partial"
   if os.path.exists(os.path.join(run_dir, workdir.FAILED)):
     return "failed"
   return "partial" if os.path.isdir(run_dir) else "pending"

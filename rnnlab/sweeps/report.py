@@ -38,8 +38,11 @@ def collect(root: str, runs: list[spec.Run] | None = None) -> list[dict]:
           "wall_time_s": round(s["wall_time_s"], 1)})
       row.update({f"final_{k.split('/', 1)[-1]}": v for k, v in s["final"].items()})
     elif row["status"] == "failed":
-      tail = workdir.read_json(os.path.join(run_dir, workdir.FAILED)).get(
-          "log_tail", "").strip().splitlines()
+      try:
+        tail = workdir.read_json(os.path.join(run_dir, workdir.FAILED)).get(
+            "log_tail", "").strip().splitlines()
+      except (OSError, ValueError, AttributeError):
+        tail = [f"{workdir.FAILED} is damaged; see {workdir.LOG}"]
       row["error"] = tail[-1] if tail else "unknown error"
     rows.append(row)
   return rows

@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Iterator, Sequence
 
 import flax
@@ -33,6 +34,7 @@ from rnnlab import models, tasks
 from rnnlab.checks import check_int
 from rnnlab.errors import DataNotFoundError, InvalidConfigError
 from rnnlab.training import analyses, optim
+from rnnlab.training import config as config_lib
 from rnnlab.training.plugins import Plugin
 
 # Model-side randomness (init, per-step rng) comes from fold_in(PRNGKey(seed), MODEL_STREAM).
@@ -94,12 +96,21 @@ def _validate_train(cfg):
   check_int("train.keep_checkpoints", cfg.keep_checkpoints)
 
 
+def _check_finite(config):
+  """No field anywhere holds NaN or +-Inf (each field's own check then bounds its range)."""
+  for name, value in config_lib.flatten(config.to_dict()).items():
+    for v in (value if isinstance(value, (list, tuple)) else [value]):
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number; got {v}.")
+
+
 def validate(config):
   """Raises ValueError for the first bad field of a training config."""
   missing = [s for s in SECTIONS if s not in config]
   if missing:
     raise ValueError(f"The config has no {missing}; a training config has {list(SECTIONS)} "
                      "(build it from configs/base.py).")
+  _check_finite(config)
   check_int("seed", config.seed, 0, 2**31 - 1)
   tasks.validate(config.task)
   models.validate(config.model)

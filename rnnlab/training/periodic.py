@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab.errors import NonFiniteError
+from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.training.checkpoint import Checkpointer
@@ -102,8 +103,8 @@ def nonfinite_message(step: int, ckpt: Checkpointer, run: str | None = None) -> 
   """What a NaN/Inf at ``step`` means for the user and what to do."""
   where = f" (vmapped run {run})" if run else ""
   return (f"Training stopped: the loss or a gradient was NaN/Inf at step {step}{where}. "
-          "Nothing from that step on was logged as progress or saved; the last good checkpoint "
-          f"is {ckpt.describe_latest()}. Lower optim.learning_rate or clip the gradients "
+          f"Nothing from that step on was logged as progress or saved; {ckpt.describe_latest()}. "
+          "Lower optim.learning_rate or clip the gradients "
           "(optim.clip_mode, optim.clip_norm), then start a fresh workdir (or --overwrite).")
 
 
@@ -127,7 +128,8 @@ class Run:
   wall: float = 0.0
 
   def __post_init__(self):
-    self.ckpt = Checkpointer(self.workdir, self.job.config.train.keep_checkpoints)
+    self.ckpt = Checkpointer(self.workdir, self.job.config.train.keep_checkpoints,
+                             record=config_lib.resolved(self.job.config))
 
   @property
   def name(self) -> str:
@@ -142,13 +144,16 @@ class Run:
                              {"returncode": None, "error": line, "log_tail": line})
 
   def close(self):
-    """Closes the metrics writer and waits for the last checkpoint (once; again is a no-op)."""
+    """Closes the metrics writer and waits for the last checkpoint (once; again is a no-op).
+
+    Raises StorageError if that checkpoint could not be written.
+    """
     if self.ckpt is None:
       return
+    ckpt, self.ckpt = self.ckpt, None
     if self.writer is not None:
       self.writer.close()
-    self.ckpt.close()
-    self.ckpt = None
+    ckpt.close()
 
 
 class Single:
@@ -208,6 +213,8 @@ class PeriodicActions:
     acting = [p for p in self.job.plugins if itstime(step, p.every, total)]
     if not (log or do_eval or save or acting):
       return state
+    for run in self.runs:
+      run.ckpt.check()  # a background save that failed stops the session here
     self._check_finite(state)
     rows = [{} for _ in self.runs]
     if log:

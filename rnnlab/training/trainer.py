@@ -17,10 +17,12 @@ The workdir's files are listed in ``rnnlab.training.workdir``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Sequence
 
 from rnnlab.errors import NonFiniteError, RunError
+from rnnlab.training import checkpoint
 from rnnlab.training import job as job_lib
 from rnnlab.training import periodic
 from rnnlab.training import workdir as workdir_lib
@@ -28,12 +30,16 @@ from rnnlab.training.plugins import Plugin
 
 
 def restore(run: periodic.Run, state):
-  """The run's newest checkpoint in the structure of ``state``, or ``state`` if there is none."""
-  step = run.ckpt.latest_step()
-  if step is None:
-    return state
-  run.console(f"Resuming from the checkpoint of step {step} in {run.ckpt.directory}.")
-  return run.ckpt.restore(state)
+  """The run's newest intact checkpoint in the structure of ``state``, or ``state`` if there is none.
+
+  Damaged checkpoints are reported and moved aside (``checkpoint.Checkpointer.restore``).
+  """
+  newest = run.ckpt.latest_step()
+  step, state = run.ckpt.restore(state, console=run.console)
+  if step is not None:
+    intact = "" if step == newest else ", the newest intact one"
+    run.console(f"Resuming from the checkpoint of step {step}{intact} in {run.ckpt.directory}.")
+  return state
 
 
 def summarize(job: job_lib.Job, history: list[dict], wall: float) -> dict:
@@ -73,6 +79,21 @@ def finish(run: periodic.Run, **extra) -> dict:
   return summary
 
 
+@contextlib.contextmanager
+def close_on_exit(*runs: periodic.Run):
+  """Closes ``runs`` however the block ends; an error while closing is raised only if the
+  block itself succeeded (the first error is the one the user sees)."""
+  try:
+    yield
+  except BaseException:
+    for run in runs:
+      with contextlib.suppress(RunError):
+        run.close()
+    raise
+  for run in runs:
+    run.close()
+
+
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
                        plugins: Sequence[Plugin] = (),
                        console: Callable[[str], None] = print) -> dict:
@@ -84,16 +105,15 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   NonFiniteError for a NaN/Inf loss or gradient; DataNotFoundError for missing
   data. ``plugins`` join the ones the config switches on (``rnnlab.training.plugins``).
   """
+  workdir_lib.check_writable(workdir)
   job = job_lib.build(config, plugins)
   state = job_lib.init_state(job)
-  workdir_lib.prepare(config, workdir, overwrite)
+  workdir_lib.prepare(config, workdir, overwrite, lambda: checkpoint.recorded(workdir), console)
   workdir_lib.save_artifacts(job.task, workdir)
   run = periodic.Run(job, workdir, console)
-  try:
+  with close_on_exit(run):  # waits for the last checkpoint: summary.json then marks a complete run
     state = restore(run, state)
     periodic.train_session([run], periodic.Single(job), state, int(state.step))
-  finally:
-    run.close()  # waits for the last checkpoint: summary.json then marks a complete run
   if run.failed:
     raise NonFiniteError(run.failed)
   return finish(run)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.errors import InvalidConfigError
+from rnnlab.training import checkpoint
 from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
 from rnnlab.training import periodic
@@ -139,34 +140,35 @@ def train_runs(configs: Sequence, workdirs: Sequence[str], *,
   """
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_runs needs one workdir per config, and at least one run.")
+  for workdir in workdirs:
+    workdir_lib.check_writable(workdir)
   jobs = [job_lib.build(c) for c in configs]
   check_compatible(jobs)
   states = [job_lib.init_state(job) for job in jobs]
   runs, logs = [], []
-  for job, workdir in zip(jobs, workdirs):
-    workdir_lib.prepare(job.config, workdir)
-    workdir_lib.save_artifacts(job.task, workdir)
-    failed = os.path.join(workdir, workdir_lib.FAILED)
-    if os.path.exists(failed):
-      os.remove(failed)  # a retry: the earlier failure is no longer the run's state
-    logs.append(open(os.path.join(workdir, workdir_lib.LOG), "a"))
-    runs.append(periodic.Run(job, workdir, _writer(logs[-1]), record_failure=True))
   try:
-    states = [trainer.restore(run, state) for run, state in zip(runs, states)]
-    by_step: dict[int, list[int]] = {}
-    for i, state in enumerate(states):
-      by_step.setdefault(int(state.step), []).append(i)
-    for start, members in sorted(by_step.items()):
-      group = [runs[i] for i in members]
-      periodic.train_session(group, Stacked(group), stack([states[i] for i in members]),
-                             start, group_console=console)
-    for run in runs:
-      run.close()
+    for job, workdir in zip(jobs, workdirs):
+      workdir_lib.prepare(job.config, workdir, recorded=lambda w=workdir: checkpoint.recorded(w),
+                          console=console)
+      workdir_lib.save_artifacts(job.task, workdir)
+      failed = os.path.join(workdir, workdir_lib.FAILED)
+      if os.path.exists(failed):
+        os.remove(failed)  # a retry: the earlier failure is no longer the run's state
+      with workdir_lib.storage("write", os.path.join(workdir, workdir_lib.LOG)):
+        logs.append(open(os.path.join(workdir, workdir_lib.LOG), "a"))
+      runs.append(periodic.Run(job, workdir, _writer(logs[-1]), record_failure=True))
+    with trainer.close_on_exit(*runs):
+      states = [trainer.restore(run, state) for run, state in zip(runs, states)]
+      by_step: dict[int, list[int]] = {}
+      for i, state in enumerate(states):
+        by_step.setdefault(int(state.step), []).append(i)
+      for start, members in sorted(by_step.items()):
+        group = [runs[i] for i in members]
+        periodic.train_session(group, Stacked(group), stack([states[i] for i in members]),
+                               start, group_console=console)
     return [None if run.failed else trainer.finish(run, vmapped_runs=len(runs))
             for run in runs]
   finally:
-    for run in runs:
-      run.close()
     for log in logs:
       log.close()
 
