@@ -24,15 +24,26 @@ from rnnlab import engine
 FLAX_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
 
 
-def rnnlab_model(cell: str, hidden: int, *, remat: bool = False):
+def rnnlab_model(cell: str, hidden: int, *, remat: bool = False, parallel=None):
   """rnnlab's real code path, a one-layer ``engine.apply_stack``: (init, apply).
 
-  init(key, xs) -> params; apply(params, xs (B, T, D)) -> ys (B, T, H).
+  init(key, xs) -> params; apply(params, xs (B, T, D)) -> ys (B, T, H). ``parallel``
+  is ``engine.scan``'s (for the linear cells: associative scan, sequential pass, or
+  None, by backend).
   """
   stack = engine.make_stack(cell, hidden)
+  engine.resolve_parallel(cell, parallel)
   init = lambda key, xs: engine.init_stack(key, stack, xs.shape[-1])
-  apply = lambda params, xs: engine.apply_stack(stack, params, xs, remat=remat)[1]
+  apply = lambda params, xs: engine.apply_stack(stack, params, xs, remat=remat,
+                                                parallel=parallel)[1]
   return init, apply
+
+
+def _linear_form(parallel: bool):
+  """rnnlab with a linear cell's form forced: associative scan (True) or sequential (False)."""
+  def model(cell: str, hidden: int, *, remat: bool = False):
+    return rnnlab_model(cell, hidden, remat=remat, parallel=parallel)
+  return model
 
 
 def flax_model(cell: str, hidden: int, *, remat: bool = False):
@@ -45,7 +56,8 @@ def flax_model(cell: str, hidden: int, *, remat: bool = False):
   return module.init, module.apply
 
 
-MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, **experiments.MODELS}
+MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form(True),
+          "rnnlab_seq": _linear_form(False), **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

@@ -35,6 +35,8 @@ from benchmarks import harness, worker
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CELLS = ("lstm", "gru", "rnn")
+# --cells may also name the linear recurrences (rnnlab and rnnlab_par / rnnlab_seq only).
+LINEAR_CELLS = ("lru", "mingru", "minlstm")
 REFERENCE = "rnnlab"
 # --quick selects the second column; explicit flags override either.
 GRIDS = {
@@ -71,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true", help="tiny grid, ~1 minute")
   p.add_argument("--frameworks", default="rnnlab,flax,torch",
                  help=f"comma list of {', '.join(worker.BACKENDS)}")
-  p.add_argument("--cells", default=",".join(CELLS), help="comma list of lstm, gru, rnn")
+  p.add_argument("--cells", default=",".join(CELLS), help="comma list of lstm, gru, rnn, and lru, mingru, minlstm")
   p.add_argument("--modes", default=",".join(harness.MODES), help="train and/or forward")
   p.add_argument("--batch", help="comma list of batch sizes")
   p.add_argument("--length", help="comma list of sequence lengths T")
@@ -114,7 +116,7 @@ def _resolve(args):
     if getattr(args, name) is None:
       setattr(args, name, grid[name])
   args.frameworks = _list(args.frameworks, str, tuple(worker.BACKENDS))
-  args.cells = _list(args.cells, str, CELLS)
+  args.cells = _list(args.cells, str, CELLS + LINEAR_CELLS)
   args.modes = _list(args.modes, str, harness.MODES)
   args.parts = _list(args.parts, str, PARTS)
   args.torch_device = args.torch_device or TORCH_DEVICE[args.device]

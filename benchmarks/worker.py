@@ -25,6 +25,9 @@ BACKENDS = {
     "rnnlab": "benchmarks.jax_models",
     "flax": "benchmarks.jax_models",
     "torch": "benchmarks.torch_models",
+    # the linear cells (lru, mingru, minlstm) with their form forced (engine.scan's parallel)
+    "rnnlab_par": "benchmarks.jax_models",
+    "rnnlab_seq": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",

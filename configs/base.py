@@ -15,7 +15,8 @@ from rnnlab import cells, tasks
 def model() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.kind = "classifier"           # rnnlab.models kind; "classifier": stack + dense readout
-  m.cell = "lstm"                 # rnnlab.cells.names(): rnn, irnn, lstm(_*), gru, mgu
+  m.cell = "lstm"                 # rnnlab.cells.names(): rnn, irnn, lstm(_*), gru, mgu, and
+  #                                 the linear recurrences lru, mingru, minlstm
   m.hidden_size = 128             # H per layer and direction
   m.num_layers = 1                # stacked recurrent layers
   m.bidirectional = False         # each layer also reads backwards (outputs concatenated)
@@ -24,6 +25,11 @@ def model() -> ml_collections.ConfigDict:
   m.unroll = config_dict.placeholder(int)  # steps per scan iteration (speed
   #                                 only); None = by backend: 1 on CPU, 4 on GPU/TPU
   m.remat = False                 # recompute steps in the backward pass (less memory)
+  m.block = "none"                # "glu": dense input projection, then per layer a residual
+  #                                 block LayerNorm -> recurrence -> GELU -> GLU -> dropout
+  m.dropout = 0.0                 # dropout inside the glu blocks (training only)
+  m.parallel = config_dict.placeholder(bool)  # linear cells: associative scan over time
+  #                                 (True) or one sequential pass (False); None = by backend
   return m
 
 

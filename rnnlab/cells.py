@@ -36,6 +36,30 @@ Carry = Any  # an array, or a tuple of arrays (LSTM: (c, h))
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearForm:
+  """A recurrence linear in its state, elementwise: s_t = a_t * s_{t-1} + b_t.
+
+  With every gate a function of x_t only, ``a`` and ``b`` for all steps come
+  from the projected inputs at once, and the recurrence is an associative scan
+  ((a1, b1) then (a2, b2) is (a2 a1, a2 b1 + b2)): O(log T) depth in parallel,
+  or one cheap elementwise pass in sequence. The state may be complex (LRU);
+  the carry the engine sees is always real.
+
+  Attributes:
+    coefficients: ``(params, xp) -> (a, b)``, each (..., S) (``a`` may broadcast).
+    readout: ``(params, s, xp) -> y`` (..., H), the output at a step from its state.
+    to_state: ``carry -> s`` and ``to_carry: s -> carry``, linear maps between
+      the real carry (..., H) and the state (identity for real states).
+    size: ``params -> H``.
+  """
+  coefficients: Callable
+  readout: Callable
+  size: Callable
+  to_state: Callable = lambda c: c
+  to_carry: Callable = lambda s: s
+
+
+@dataclasses.dataclass(frozen=True)
 class Cell:
   """A recurrent cell: pure functions plus the facts the engine needs.
 
@@ -52,6 +76,14 @@ class Cell:
     options: cell-specific keyword options accepted by ``init`` with defaults.
     defaults: default initialiser names per weight group.
     doc: the equations.
+    recurrent: whether the cell has a recurrent kernel ``w_h`` (the linear
+      recurrences below have none: their gates depend on x only).
+    linear: for a recurrence that is linear in its state, the ``LinearForm`` the
+      engine runs over all steps at once (sequentially or with
+      ``jax.lax.associative_scan``); ``recur`` is then derived from it.
+    make_params: ``(key, input_size, hidden_size, dtype, **options) -> params``
+      replacing the w_x / w_h / b initialisation (LRU's parameters differ).
+    project_fn: ``(params, x) -> xp`` replacing ``x @ w_x + b``.
   """
   name: str
   gates: tuple[str, ...]
@@ -63,14 +95,35 @@ class Cell:
   options: dict = dataclasses.field(default_factory=dict)
   defaults: dict = dataclasses.field(default_factory=dict)
   doc: str = ""
+  recurrent: bool = True
+  linear: LinearForm | None = None
+  make_params: Callable | None = None
+  project_fn: Callable | None = None
 
   @property
   def num_gates(self) -> int:
     return len(self.gates)
 
+  @property
+  def takes_initializers(self) -> bool:
+    """Whether ``init`` takes input_init / recurrent_init / bias_init."""
+    return self.make_params is None
+
   def project(self, params: Params, x: jax.Array) -> jax.Array:
     """x: (..., D) -> (..., G*H)."""
+    if self.project_fn is not None:
+      return self.project_fn(params, x)
     return x @ params["w_x"] + params["b"]
+
+  def input_size(self, params: Params) -> int:
+    """D: the size of the inputs ``x``."""
+    return (params["w_x"] if "w_x" in params else params["B_re"]).shape[0]
+
+  def output(self, params: Params, carry: Carry, xp: jax.Array) -> jax.Array:
+    """The output at a step whose carry is ``carry`` (``hidden(carry)`` but for LRU)."""
+    if self.linear is not None:
+      return self.linear.readout(params, self.linear.to_state(carry), xp)
+    return self.hidden(carry)
 
   def step(self, params: Params, carry: Carry, x: jax.Array):
     """One time step. x: (..., D); carry leaves: (..., H). Returns (carry, y)."""
@@ -88,12 +141,18 @@ class Cell:
     check_int("input_size", input_size)
     check_int("hidden_size", hidden_size)
     unknown = set(options) - set(self.options)
+    given = {n for n, v in (("input_init", input_init), ("recurrent_init", recurrent_init),
+                            ("bias_init", bias_init)) if v is not None}
+    unknown |= given - set(init_options(self))
     if unknown:
+      common = [n for n in init_options(self) if n.endswith("_init")]
+      common = f" and {', '.join(common)}" if common else ""
       raise ValueError(
           f"Cell {self.name!r} got unknown option(s) {sorted(unknown)}; "
-          f"valid options: {sorted(self.options) or 'none'} and input_init, "
-          "recurrent_init, bias_init, dtype.")
+          f"valid options: {', '.join(sorted(self.options)) or 'none'}{common}, dtype.")
     opts = {**self.options, **options}
+    if self.make_params is not None:
+      return self.make_params(key, input_size, hidden_size, dtype, **opts)
     h, g = hidden_size, self.num_gates
     inits = {
         "input": input_init or self.defaults.get("input", "lecun_normal"),
@@ -104,16 +163,20 @@ class Cell:
     params = {
         "w_x": _blocks(initializers.get_initializer(inits["input"], hidden_size=h),
                        k_x, (input_size, h), g, dtype),
-        "w_h": _blocks(initializers.get_initializer(inits["recurrent"], hidden_size=h),
-                       k_h, (h, h), g, dtype),
         "b": initializers.get_initializer(inits["bias"], hidden_size=h)(k_b, (g * h,), dtype),
     }
+    if self.recurrent:
+      params["w_h"] = _blocks(initializers.get_initializer(inits["recurrent"], hidden_size=h),
+                              k_h, (h, h), g, dtype)
     if self.init_extra is not None:
       params = self.init_extra(k_extra, params, input_size, hidden_size, **opts)
     return params
 
   def hidden_size(self, params: Params) -> int:
-    return params["w_h"].shape[0]
+    """H: the size of ``hidden(carry)`` and of the outputs."""
+    if "w_h" in params:
+      return params["w_h"].shape[0]
+    return self.linear.size(params)
 
 
 def _blocks(init, key, shape, num, dtype):
@@ -305,6 +368,141 @@ MGU = Cell(
     h_t = (1 - f) * h_{t-1} + f * n""")
 
 
+# --- linear recurrences: minGRU, minLSTM (Feng et al. 2024), LRU (Orvieto et al. 2023) ---
+
+def _linear_cell(name, gates, form, doc, **fields) -> Cell:
+  """A cell whose step is its ``LinearForm`` applied to one step."""
+  def recur(params, carry, xp):
+    a, b = form.coefficients(params, xp)
+    s = a * form.to_state(carry) + b
+    return form.to_carry(s), form.readout(params, s, xp)
+
+  def init_carry(params, batch_shape):
+    return jnp.zeros((*batch_shape, form.size(params)), jax.tree.leaves(params)[0].dtype)
+
+  return Cell(name=name, gates=gates, recur=recur, init_carry=init_carry,
+              hidden=lambda c: c, with_hidden=lambda c, h: h, recurrent=False, linear=form,
+              doc=doc, **fields)
+
+
+def _mingru_coefficients(params, xp):
+  x_z, x_h = _split(xp, 2)
+  z = jax.nn.sigmoid(x_z)
+  return 1.0 - z, z * x_h
+
+
+def _minlstm_coefficients(params, xp):
+  x_f, x_i, x_h = _split(xp, 3)
+  # f / (f + i) and i / (f + i) with f = sigmoid(x_f), i = sigmoid(x_i), in log space:
+  # log f = -softplus(-x_f); the normalised pair is a softmax over (log f, log i).
+  log_f, log_i = -jax.nn.softplus(-x_f), -jax.nn.softplus(-x_i)
+  f = jax.nn.sigmoid(log_f - log_i)
+  return f, (1.0 - f) * x_h
+
+
+MINGRU = _linear_cell(
+    "mingru", ("z", "h"),
+    LinearForm(_mingru_coefficients, readout=lambda params, s, xp: s,
+               size=lambda params: params["b"].shape[-1] // 2),
+    """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): the GRU with gates of x only.
+    z = sigmoid(x W_xz + b_z);  h~ = x W_xh + b_h
+    h_t = (1 - z) * h_{t-1} + z * h~
+    Parameters w_x (D, 2H), b (2H,); no w_h. Linear in h: trained with an associative
+    scan over time (rnnlab.engine, parallel=True) or one elementwise pass.""")
+
+MINLSTM = _linear_cell(
+    "minlstm", ("f", "i", "h"),
+    LinearForm(_minlstm_coefficients, readout=lambda params, s, xp: s,
+               size=lambda params: params["b"].shape[-1] // 3),
+    """minLSTM (Feng et al. 2024), with the normalised (time-independent scale) gates:
+    f = sigmoid(x W_xf + b_f);  i = sigmoid(x W_xi + b_i);  h~ = x W_xh + b_h
+    f' = f / (f + i);  i' = i / (f + i)     (computed in log space: f' = sigmoid(log f - log i))
+    h_t = f' * h_{t-1} + i' * h~
+    Parameters w_x (D, 3H), b (3H,); no w_h.""")
+
+
+def _lru_state(carry):
+  n = carry.shape[-1] // 2
+  return jax.lax.complex(carry[..., :n], carry[..., n:])
+
+
+def _lru_carry(s):
+  return jnp.concatenate([jnp.real(s), jnp.imag(s)], axis=-1)
+
+
+def _lru_lambda(params):
+  return jnp.exp(jax.lax.complex(-jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])))
+
+
+def _lru_project(params, x):
+  """[Re(u B), Im(u B)] (and u itself when there is a skip D): (..., 2N [+ D])."""
+  parts = [x @ params["B_re"], x @ params["B_im"]]
+  return jnp.concatenate(parts + ([x] if "D" in params else []), axis=-1)
+
+
+def _lru_coefficients(params, xp):
+  n = params["nu_log"].shape[-1]
+  bu = jax.lax.complex(xp[..., :n], xp[..., n:2 * n])
+  return _lru_lambda(params), jnp.exp(params["gamma_log"]) * bu
+
+
+def _lru_readout(params, s, xp):
+  n = params["nu_log"].shape[-1]
+  y = jnp.real(s) @ params["C_re"] - jnp.imag(s) @ params["C_im"]
+  if "D" in params:
+    y = y + params["D"] * xp[..., 2 * n:]
+  return y
+
+
+def _lru_params(key, input_size, hidden_size, dtype, *, r_min, r_max, max_phase):
+  if hidden_size % 2:
+    raise ValueError(f"lru needs an even hidden_size (H/2 complex eigenvalues, their real "
+                     f"and imaginary parts side by side in the carry); got {hidden_size}.")
+  if not 0.0 <= r_min < r_max <= 1.0:
+    raise ValueError(f"lru needs 0 <= r_min < r_max <= 1 (the eigenvalues' moduli); got "
+                     f"r_min={r_min}, r_max={r_max}.")
+  if not 0.0 < max_phase <= 2 * jnp.pi + 1e-6:
+    raise ValueError(f"lru needs 0 < max_phase <= 2 pi; got {max_phase}.")
+  n = hidden_size // 2
+  k_u1, k_u2, k_b, k_c, k_d = jax.random.split(key, 5)
+  u1 = jax.random.uniform(k_u1, (n,))
+  u2 = jax.random.uniform(k_u2, (n,))
+  # |lambda| uniform on the ring r_min <= r <= r_max (in area), phase uniform in [0, max_phase].
+  nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+  theta_log = jnp.log(max_phase * u2)
+  modulus = jnp.exp(-jnp.exp(nu_log))
+  gamma_log = jnp.log(jnp.sqrt(1.0 - modulus ** 2))
+  b = jax.random.normal(k_b, (2, input_size, n)) / jnp.sqrt(2.0 * input_size)
+  c = jax.random.normal(k_c, (2, n, hidden_size)) / jnp.sqrt(float(n))
+  params = {"nu_log": nu_log, "theta_log": theta_log, "gamma_log": gamma_log,
+            "B_re": b[0], "B_im": b[1], "C_re": c[0], "C_im": c[1]}
+  if input_size == hidden_size:
+    params["D"] = jax.random.normal(k_d, (hidden_size,))
+  return {k: v.astype(dtype) for k, v in params.items()}
+
+
+LRU = _linear_cell(
+    "lru", ("re", "im"),
+    LinearForm(_lru_coefficients, readout=_lru_readout,
+               size=lambda params: params["C_re"].shape[-1], to_state=_lru_state,
+               to_carry=_lru_carry),
+    """Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks
+    for Long Sequences"), N = H/2 complex eigenvalues:
+    x_t = diag(lambda) x_{t-1} + gamma * (u_t B)        x complex (N,), B (D, N) complex
+    y_t = Re(x_t C) + D * u_t                            C (N, H) complex; D (H,) only if D = H
+    lambda = exp(-exp(nu_log) + i exp(theta_log)),  gamma = exp(gamma_log) = sqrt(1 - |lambda|^2)
+    at init (the normalisation that keeps x's scale independent of |lambda|).
+    Ring initialisation: |lambda| uniform in area on r_min <= r <= r_max, phase uniform on
+    [0, max_phase] (cell options r_min, r_max, max_phase; defaults 0.9, 0.999, 2 pi).
+    The carry is [Re x, Im x] (H real numbers); hidden(carry) is that state, the outputs are
+    y_t. Parameters: nu_log, theta_log, gamma_log (N,), B_re, B_im (D, N), C_re, C_im (N, H),
+    D (H,).""",
+    options={"r_min": 0.9, "r_max": 0.999, "max_phase": 6.283185307179586},
+    make_params=_lru_params, project_fn=_lru_project)
+
+LINEAR = (MINGRU, MINLSTM, LRU)
+
+
 # --- registry ----------------------------------------------------------------------
 
 _REGISTRY: dict[str, Cell] = {}
@@ -319,6 +517,9 @@ INIT_OPTIONS: dict[str, tuple[type, str]] = {
     "input_init": (str, "w_x initialiser, e.g. 'normal:0.001'"),
     "recurrent_init": (str, "w_h initialiser, e.g. 'spectral:0.95'"),
     "bias_init": (str, "b initialiser, e.g. 'zeros'"),
+    "r_min": (float, "lru: smallest eigenvalue modulus at init (default 0.9)"),
+    "r_max": (float, "lru: largest eigenvalue modulus at init (default 0.999)"),
+    "max_phase": (float, "lru: eigenvalue phases uniform in [0, max_phase] (default 2 pi)"),
 }
 
 
@@ -337,12 +538,17 @@ def register(cell: Cell) -> Cell:
   return cell
 
 
-for _c in (RNN, IRNN, LSTM, *LSTM_VARIANTS, GRU, MGU):
+for _c in (RNN, IRNN, LSTM, *LSTM_VARIANTS, GRU, MGU, *LINEAR):
   register(_c)
 
 
 def names() -> list[str]:
   return sorted(_REGISTRY)
+
+
+def linear_names() -> list[str]:
+  """The cells with a parallel form over time (a ``LinearForm``)."""
+  return sorted(n for n, c in _REGISTRY.items() if c.linear is not None)
 
 
 def get_cell(name: str | Cell) -> Cell:
@@ -355,11 +561,12 @@ def get_cell(name: str | Cell) -> Cell:
     raise ValueError(f"Unknown cell {name!r}. Valid cells: {', '.join(names())}.") from None
 
 
-def init_options(name: str) -> list[str]:
+def init_options(name: str | Cell) -> list[str]:
   """Keyword options that ``get_cell(name).init`` accepts."""
   cell = get_cell(name)
-  common = [p for p in inspect.signature(Cell.init).parameters if p.endswith("_init")]
-  return sorted(cell.options) + common
+  common = [p for p in inspect.signature(Cell.init).parameters if p.endswith("_init")
+            and (cell.recurrent or p != "recurrent_init")]
+  return sorted(cell.options) + (common if cell.takes_initializers else [])
 
 
 def options_config() -> ml_collections.ConfigDict:

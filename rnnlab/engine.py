@@ -90,8 +90,60 @@ def _from_time_major(a, batch_shape):
   return a.reshape(*batch_shape, *a.shape[1:])
 
 
+def resolve_parallel(cell, parallel) -> bool | None:
+  """How ``scan`` runs ``cell``: True (associative scan), False (sequential pass over the
+  precomputed coefficients) for a cell with a ``LinearForm``; None for the others (they
+  step). ``parallel=None`` picks by backend: sequential on the CPU, where XLA's
+  associative scan costs more than it saves, parallel on GPU/TPU."""
+  cell = cells_lib.get_cell(cell)
+  if parallel not in (None, True, False):
+    raise ValueError(f"parallel must be None (by backend), True or False; got {parallel!r}.")
+  if cell.linear is None:
+    if parallel:
+      raise ValueError(f"Cell {cell.name!r} has no parallel form over time (its gates read "
+                       f"h_{{t-1}}); cells with one: {', '.join(cells_lib.linear_names())}. "
+                       "Leave parallel None or False.")
+    return None
+  return jax.default_backend() != "cpu" if parallel is None else parallel
+
+
+def _linear_scan(cell, params, xs, carry, mask, reverse, parallel, unroll, return_carries,
+                 perturbation, batch_shape):
+  """``scan`` for a cell with a ``LinearForm``: all coefficients at once, then the recurrence
+  s_t = a_t s_{t-1} + b_t as an associative scan (``parallel``) or one elementwise pass."""
+  form = cell.linear
+  xp = to_time_major(cell.project(params, xs), batch_shape, reverse)  # (T, B, .), visit order
+  a, b = form.coefficients(params, xp)
+  a = jnp.broadcast_to(a, b.shape)
+  if perturbation is not None:  # added to the state after each step, before it feeds the next
+    b = b + form.to_state(to_time_major(perturbation, batch_shape, reverse))
+  if mask is not None:  # a masked step holds the state: a = 1, b = 0
+    m = to_time_major(mask, batch_shape, reverse)[..., None]
+    a, b = jnp.where(m, a, jnp.ones_like(a)), jnp.where(m, b, jnp.zeros_like(b))
+  s0 = form.to_state(carry)
+  b = b.at[0].add(a[0] * s0)  # the initial state enters through the first step
+  if parallel:
+    def combine(earlier, later):
+      return later[0] * earlier[0], later[0] * earlier[1] + later[1]
+    _, states = jax.lax.associative_scan(combine, (a, b), axis=0)
+  else:
+    def body(s, ab):
+      s = ab[0] * s + ab[1]
+      return s, s
+    _, states = jax.lax.scan(body, jnp.zeros_like(s0), (a, b), unroll=resolve_unroll(unroll))
+  ys = form.readout(params, states, xp)
+  if mask is not None:
+    ys = jnp.where(m, ys, jnp.zeros_like(ys))
+  unflat = lambda t: t.reshape(*batch_shape, *t.shape[1:])
+  final = unflat(form.to_carry(states[-1]))
+  back = lambda t: _from_time_major(t[::-1] if reverse else t, batch_shape)
+  if return_carries:
+    return final, back(ys), back(form.to_carry(states))
+  return final, back(ys)
+
+
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
-         remat=False, return_carries=False, perturbation=None, hoist=None):
+         remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -116,6 +168,12 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     perturbation: optional (*batch, T, H) added to the hidden state after each
       step (before it feeds the next step). With zeros it changes nothing, and
       its gradient is dL/dh_t for every t in one backward pass.
+    parallel: for a cell with a ``LinearForm`` (``cells.linear_names()``), run
+      the recurrence as ``jax.lax.associative_scan`` over time (True) or as one
+      sequential elementwise pass over coefficients computed for all steps at
+      once (False); None picks by backend (``resolve_parallel``). Both give the
+      step-by-step numbers up to float rounding; ``hoist`` and ``remat`` do not
+      apply (only the states are kept). True for any other cell is an error.
 
   Returns:
     (final_carry, ys) or (final_carry, ys, carries); ys: (*batch, T, H), zero at
@@ -124,15 +182,19 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   cell = cells_lib.get_cell(cell)
   if xs.ndim < 2:
     raise ValueError(f"xs must be (*batch, T, D); got shape {xs.shape}.")
-  if xs.shape[-1] != params["w_x"].shape[0]:
-    raise ValueError(f"inputs have {xs.shape[-1]} features but the cell's w_x expects "
-                     f"{params['w_x'].shape[0]}.")
+  if xs.shape[-1] != cell.input_size(params):
+    raise ValueError(f"inputs have {xs.shape[-1]} features but the cell expects "
+                     f"{cell.input_size(params)}.")
   batch_shape = xs.shape[:-2]
   mask = _resolve_mask(xs, lengths, mask)
   if carry is None:
     carry = cell.init_carry(params, batch_shape)
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
   carry = jax.tree.map(flat, carry)
+  linear = resolve_parallel(cell, parallel)
+  if linear is not None:
+    return _linear_scan(cell, params, xs, carry, mask, reverse, linear, unroll, return_carries,
+                        perturbation, batch_shape)
 
   if hoist is None:
     hoist = jax.default_backend() != "cpu"
@@ -149,8 +211,8 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     xp = inp["xp"] if "xp" in inp else cell.project(params, inp["x"])
     new_carry, y = cell.recur(params, carry, xp)
     if "dh" in inp:
-      h = cell.hidden(new_carry) + inp["dh"]
-      new_carry, y = cell.with_hidden(new_carry, h), h
+      new_carry = cell.with_hidden(new_carry, cell.hidden(new_carry) + inp["dh"])
+      y = cell.output(params, new_carry, xp)
     if "m" in inp:
       m = inp["m"]
       new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
@@ -233,7 +295,7 @@ def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
 
 def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
                 reverse=False, unroll=None, remat=False, return_carries=False,
-                perturbations=None, hoist=None):
+                perturbations=None, hoist=None, parallel=None):
   """Runs the stacked network.
 
   Args:
@@ -242,7 +304,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     carries: initial carries, structure of ``init_carries``; zeros if None.
     reverse: reverse the direction of every layer (the "bwd" direction of a
       bidirectional layer then runs forward).
-    hoist: as in ``scan``.
+    hoist, parallel: as in ``scan``.
     perturbations: optional list over layers of {direction: (*batch, T, H)}
       (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
     unroll, remat, return_carries: as in ``scan``.
@@ -263,7 +325,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
       out = scan(stack.cell, layer[d], h,
                  carry=None if carries is None else carries[i][d],
                  mask=valid, reverse=reverse ^ (d == "bwd"), unroll=unroll,
-                 remat=remat, return_carries=return_carries, hoist=hoist,
+                 remat=remat, return_carries=return_carries, hoist=hoist, parallel=parallel,
                  perturbation=None if perturbations is None else perturbations[i][d])
       layer_final[d] = out[0]
       outs.append(out[1])

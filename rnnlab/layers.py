@@ -33,7 +33,7 @@ class Recurrent(nn.Module):
     num_layers, bidirectional, residual: see ``engine.Stack``.
     cell_options: keyword options for the cell's init (initialisers,
       forget_bias, chrono, peepholes, ...), as a dict.
-    unroll, remat: see ``engine.scan``.
+    unroll, remat, parallel: see ``engine.scan``.
     param_dtype: dtype of the parameters.
   """
   cell: str
@@ -44,6 +44,7 @@ class Recurrent(nn.Module):
   cell_options: Any = None
   unroll: int | None = None
   remat: bool = False
+  parallel: bool | None = None
   param_dtype: Any = jnp.float32
 
   @property
@@ -67,5 +68,6 @@ class Recurrent(nn.Module):
         key, stack, xs.shape[-1], self.param_dtype))
     out = engine.apply_stack(stack, params, xs, carries=carries, lengths=lengths, mask=mask,
                              reverse=reverse, unroll=self.unroll, remat=self.remat,
+                             parallel=self.parallel,
                              return_carries=return_carries, perturbations=perturbations)
     return (out[0], out[1], engine.last_hidden(stack, out[0]), *out[2:])

@@ -22,6 +22,18 @@ many-to-many). Parameters::
     {"layers": [{"fwd": cell params, ["bwd": ...]}, ...],   # engine.init_stack
      "readout": {"kernel": (H_out, O), "bias": (O,)}}        # H_out = H * directions
 
+With ``model.block = "glu"`` the stack is the deep model the LRU and minGRU
+papers train instead (Orvieto et al. 2023, Fig. 1): a dense input projection
+D -> H, then ``num_layers`` residual blocks
+
+    x <- x + dropout(GLU(GELU(recurrent(LayerNorm(x)))))     GLU(u) = (u W_a) * sigmoid(u W_b)
+
+and the readout of the top block's output (at each sequence's last valid step,
+or at every step). Parameters add ``"encoder"`` {kernel (D, H), bias} and
+``"blocks"`` [{"norm": {scale, bias}, "glu": {kernel (H, 2H), bias}}] beside
+``"layers"`` (one unidirectional recurrent layer H -> H per block).
+``model.dropout`` is the blocks' dropout rate during training.
+
 Kind ``"seq2seq"``: an encoder-decoder over any cell (``rnnlab.seq2seq.kind``;
 its model config is ``rnnlab.seq2seq.kind.default_config()``), trained on the
 seq2seq tasks (``rnnlab.tasks.seq2seq``, whose ``model_kinds`` name it).
@@ -85,23 +97,84 @@ def _stack(model_cfg) -> engine.Stack:
                            **cells.set_options(model_cfg.cell_options))
 
 
+BLOCKS = ("none", "glu")
+
+
 def _validate_classifier(model_cfg):
   cells.get_cell(model_cfg.cell)
   _stack(model_cfg)  # sizes must be positive integers
+  if model_cfg.block not in BLOCKS:
+    raise ValueError(f"Unknown model.block {model_cfg.block!r}; valid: {', '.join(BLOCKS)}.")
+  if model_cfg.block != "none" and model_cfg.bidirectional:
+    raise ValueError("model.block='glu' runs unidirectional layers; set bidirectional False.")
+  if not 0.0 <= model_cfg.dropout < 1.0:
+    raise ValueError(f"model.dropout must be in [0, 1); got {model_cfg.dropout}.")
+  if model_cfg.dropout and model_cfg.block == "none":
+    raise ValueError("model.dropout applies inside model.block='glu' blocks; the plain stack "
+                     "has none. Set model.block='glu' or leave dropout 0.")
   try:
     engine.resolve_unroll(model_cfg.unroll)
+    engine.resolve_parallel(model_cfg.cell, model_cfg.parallel)
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   cells.check_options(model_cfg.cell, model_cfg.cell_options)
 
 
+def _dense(key, n_in, n_out):
+  return {"kernel": initializers.get_initializer("lecun_normal")(key, (n_in, n_out), jnp.float32),
+          "bias": jnp.zeros((n_out,), jnp.float32)}
+
+
 def _classifier_init(key, task, model_cfg):
   stack = _stack(model_cfg)
-  k_rnn, k_out = jax.random.split(key)
-  kernel = initializers.get_initializer("lecun_normal")(
-      k_out, (stack.output_size, task.output_size), jnp.float32)
-  return {"layers": engine.init_stack(k_rnn, stack, task.input_size),
-          "readout": {"kernel": kernel, "bias": jnp.zeros((task.output_size,), jnp.float32)}}
+  k_rnn, k_out, k_enc, k_glu = jax.random.split(key, 4)
+  readout = _dense(k_out, stack.output_size, task.output_size)
+  if model_cfg.block == "none":
+    return {"layers": engine.init_stack(k_rnn, stack, task.input_size), "readout": readout}
+  h = stack.hidden_size
+  blocks = [{"norm": {"scale": jnp.ones((h,), jnp.float32), "bias": jnp.zeros((h,), jnp.float32)},
+             "glu": _dense(k, h, 2 * h)} for k in jax.random.split(k_glu, stack.num_layers)]
+  return {"encoder": _dense(k_enc, task.input_size, h), "layers": engine.init_stack(k_rnn, stack, h),
+          "blocks": blocks, "readout": readout}
+
+
+def _layer_norm(p, x, eps=1e-5):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / jnp.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _blocks_apply(params, batch, model_cfg, stack, train, rng, perturbations):
+  """The residual GLU blocks (module docstring): (B, T, H) outputs, zero at padding."""
+  valid = engine._resolve_mask(batch["x"], batch.get("lengths"), batch.get("mask"))  # pylint: disable=protected-access
+  x = batch["x"] @ params["encoder"]["kernel"] + params["encoder"]["bias"]
+  rate = model_cfg.dropout if train else 0.0
+  keys = jax.random.split(rng, stack.num_layers) if rate else [None] * stack.num_layers
+  for i, (layer, block) in enumerate(zip(params["layers"], params["blocks"])):
+    _, u = engine.scan(stack.cell, layer["fwd"], _layer_norm(block["norm"], x), mask=valid,
+                       unroll=model_cfg.unroll, remat=model_cfg.remat,
+                       parallel=model_cfg.parallel,
+                       perturbation=None if perturbations is None else perturbations[i]["fwd"])
+    u = jax.nn.gelu(u) @ block["glu"]["kernel"] + block["glu"]["bias"]
+    a, b = jnp.split(u, 2, axis=-1)
+    u = a * jax.nn.sigmoid(b)
+    if rate:
+      keep = jax.random.bernoulli(keys[i], 1.0 - rate, u.shape)
+      u = jnp.where(keep, u / (1.0 - rate), 0.0)
+    x = x + u
+  return x if valid is None else jnp.where(valid[..., None], x, 0.0)
+
+
+def _last_valid(ys, batch):
+  """ys (B, T, H) at each sequence's last valid step: (B, H)."""
+  t = ys.shape[1]
+  if "lengths" in batch:
+    last = jnp.asarray(batch["lengths"]) - 1
+  elif "mask" in batch:
+    last = t - 1 - jnp.argmax(jnp.asarray(batch["mask"])[:, ::-1], axis=1)
+  else:
+    return ys[:, -1]
+  return jnp.take_along_axis(ys, last[:, None, None], axis=1)[:, 0]
 
 
 def _classifier_apply(params, batch, *, task, model_cfg, train, rng, step, perturbations=None):
@@ -110,12 +183,16 @@ def _classifier_apply(params, batch, *, task, model_cfg, train, rng, step, pertu
   Returns (B, O) for output_mode "last", (B, T, O) for "all". ``perturbations``
   (see ``engine.apply_stack``) lets gradient-flow studies take dL/dh_t.
   """
-  del train, rng, step  # deterministic: no dropout
+  del step
   stack = _stack(model_cfg)
+  if model_cfg.block != "none":
+    ys = _blocks_apply(params, batch, model_cfg, stack, train, rng, perturbations)
+    features = _last_valid(ys, batch) if task.output_mode == "last" else ys
+    return features @ params["readout"]["kernel"] + params["readout"]["bias"]
   finals, ys = engine.apply_stack(stack, params["layers"], batch["x"],
                                   lengths=batch.get("lengths"), mask=batch.get("mask"),
                                   unroll=model_cfg.unroll, remat=model_cfg.remat,
-                                  perturbations=perturbations)
+                                  parallel=model_cfg.parallel, perturbations=perturbations)
   features = engine.last_hidden(stack, finals) if task.output_mode == "last" else ys
   return features @ params["readout"]["kernel"] + params["readout"]["bias"]
 

@@ -46,6 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.unroll = ml_collections.config_dict.placeholder(int)  # scan unroll of the encoder and
   #                                  one-pass decoder (speed only); None = 1 on CPU, 4 on GPU/TPU
   c.remat = False                  # recompute encoder/one-pass decoder steps in the backward pass
+  c.parallel = ml_collections.config_dict.placeholder(bool)  # linear cells (lru, mingru,
+  #                                  minlstm): associative scan over time; None = by backend
   c.decoder_cell = None            # decoder cell; None = same as cell
   c.decoder_hidden_size = None     # None = hidden_size
   c.decoder_num_layers = None      # None = num_layers
@@ -93,7 +95,8 @@ def make_spec(task, model_cfg) -> model_lib.Spec:
       eos_id=task.eos_id, pad_id=task.pad_id, embed_size=model_cfg.embed_size,
       encoder=encoder, decoder=decoder, attention=model_cfg.attention,
       attention_size=model_cfg.attention_size, bridge=model_cfg.bridge,
-      reverse_source=model_cfg.reverse_source, unroll=model_cfg.unroll, remat=model_cfg.remat)
+      reverse_source=model_cfg.reverse_source, unroll=model_cfg.unroll, remat=model_cfg.remat,
+      parallel=model_cfg.parallel)
 
 
 def _check_choice(field, value, valid):
@@ -109,7 +112,7 @@ def validate(model_cfg) -> None:
   check_int("embed_size", model_cfg.embed_size)
   model_lib.check_architecture(encoder, decoder, attention=model_cfg.attention,
                                attention_size=model_cfg.attention_size, bridge=model_cfg.bridge,
-                               unroll=model_cfg.unroll)
+                               unroll=model_cfg.unroll, parallel=model_cfg.parallel)
   _check_choice("train_mode", model_cfg.train_mode, sampling.MODES)
   if model_cfg.train_mode == "scheduled_sampling":
     sampling.validate_schedule(model_cfg.ss_schedule, model_cfg.ss_k, model_cfg.ss_c,

@@ -61,8 +61,8 @@ class Spec:
     bridge: how the decoder's initial carries are made, see ``BRIDGES``:
       "auto" = "copy" when ``carries_match`` else "dense"; "copy"; "dense"; "zero".
     reverse_source: reverse the valid part of each source sequence.
-    unroll, remat: ``engine.scan`` options of the encoder and of the one-pass
-      (teacher-forced, attention-free) decoder; speed and memory only.
+    unroll, remat, parallel: ``engine.scan`` options of the encoder and of the
+      one-pass (teacher-forced, attention-free) decoder; speed and memory only.
   """
   src_vocab: int
   tgt_vocab: int
@@ -78,6 +78,7 @@ class Spec:
   reverse_source: bool = False
   unroll: int | None = None
   remat: bool = False
+  parallel: bool | None = None
 
   @property
   def has_attention(self) -> bool:
@@ -107,7 +108,7 @@ def _choice(what, value, valid):
 
 
 def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attention="none",
-                       attention_size=None, bridge="auto", unroll=None) -> None:
+                       attention_size=None, bridge="auto", unroll=None, parallel=None) -> None:
   """The vocabulary-independent checks of ``make_spec`` (a config can be checked
   before its task exists). Raises ValueError saying what is valid."""
   if decoder.bidirectional:
@@ -120,11 +121,13 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
   if attention != "none" and attention_size is not None:
     check_int("attention_size", attention_size)
   engine.resolve_unroll(unroll)
+  for stack in (encoder, decoder):
+    engine.resolve_parallel(stack.cell, parallel)
 
 
 def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
               attention="none", attention_size=None, bridge="auto", reverse_source=False,
-              unroll=None, remat=False) -> Spec:
+              unroll=None, remat=False, parallel=None) -> Spec:
   """A validated ``Spec``; attention_size None means the decoder's hidden size."""
   for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab),
                       ("embed_size", embed_size)):
@@ -133,12 +136,12 @@ def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encod
     if not 0 <= value < tgt_vocab:
       raise ValueError(f"{name}={value} is outside the target vocabulary [0, {tgt_vocab}).")
   check_architecture(encoder, decoder, attention=attention, attention_size=attention_size,
-                     bridge=bridge, unroll=unroll)
+                     bridge=bridge, unroll=unroll, parallel=parallel)
   size = 0
   if attention != "none":
     size = decoder.hidden_size if attention_size is None else attention_size
   return Spec(src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
-              attention, size, bridge, bool(reverse_source), unroll, bool(remat))
+              attention, size, bridge, bool(reverse_source), unroll, bool(remat), parallel)
 
 
 # --- parameters ---------------------------------------------------------------------
@@ -232,7 +235,7 @@ def encode(spec: Spec, params, src: jax.Array, src_len: jax.Array) -> dict:
     src = sequences.reverse_valid(src, src_len)
   x = params["src_embed"][src]
   finals, ys = engine.apply_stack(spec.encoder, params["encoder"], x, lengths=src_len,
-                                  unroll=spec.unroll, remat=spec.remat)
+                                  unroll=spec.unroll, remat=spec.remat, parallel=spec.parallel)
   carries = BRIDGES[spec.bridge_kind](spec, params, finals, src.shape[0])
   memory = {}
   if spec.has_attention:
@@ -278,7 +281,8 @@ def teacher_forced_logits(spec: Spec, params, enc: dict, tgt_in: jax.Array) -> j
   """
   if not spec.has_attention:  # no per-step context: one engine pass, hoisted projection
     _, ys = engine.apply_stack(spec.decoder, params["decoder"], params["tgt_embed"][tgt_in],
-                               carries=enc["carries"], unroll=spec.unroll, remat=spec.remat)
+                               carries=enc["carries"], unroll=spec.unroll, remat=spec.remat,
+                               parallel=spec.parallel)
     return readout(params, ys, None)
 
   def body(carries, tokens):

@@ -29,11 +29,16 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def diff(old: dict, new: dict) -> list[str]:
-  """Lines "field: old -> new" for every field whose value differs."""
+  """Lines "field: old -> new" for every field whose value differs.
+
+  A field one side lacks and the other holds as None (a later version's new
+  option, at its default) is no difference: an older run still resumes.
+  """
   a, b = flatten(old), flatten(new)
   absent = "<absent>"
+  same = lambda x, y: x == y or {x, y} == {absent, None}
   return [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}"
-          for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent)]
+          for k in sorted(set(a) | set(b)) if not same(a.get(k, absent), b.get(k, absent))]
 
 
 def override(config, values: dict):
