@@ -17,10 +17,11 @@ forget bias train N at a time in one vmapped program (rnnlab/training/vmapped.py
 
 Exit codes: 0 done, 1 the run stopped (no intact checkpoint, NaN/Inf, config
 mismatch, a disk or folder that cannot be written), 2 bad flags or config values,
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C or SIGTERM).
 """
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -126,6 +127,10 @@ def _sweep() -> int:
   except RunError as err:  # --vmap_group: a checkpoint or config mismatch in one of its runs
     print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("\nSweep interrupted (Ctrl-C or SIGTERM). Finished runs are kept and runs in flight "
+          "keep their checkpoints; rerun the same command to go on.", file=sys.stderr)
+    return 130
   except OSError as err:  # the sweep's own files (manifest, logs, results.csv)
     from rnnlab.training import workdir  # pylint: disable=g-import-not-at-top
     print(f"\nStorageError: Cannot write {err.filename or _WORKDIR.value}: "
@@ -134,9 +139,16 @@ def _sweep() -> int:
     return 1
 
 
+def _stop_on_sigterm(signum, frame):
+  """SIGTERM (``kill``, ``timeout``, a scheduler's preemption) stops the run as Ctrl-C does."""
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
+  signal.signal(signal.SIGTERM, _stop_on_sigterm)
   if _SWEEP.value:
     return _sweep()
   from rnnlab.errors import InvalidConfigError, RunError  # pylint: disable=g-import-not-at-top
@@ -150,8 +162,8 @@ def main(argv):
     print(f"\n{type(err).__name__}: {err}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
-    print("\nInterrupted. The checkpoints written so far are complete; rerun the same command "
-          "to resume from the last one.", file=sys.stderr)
+    print("\nInterrupted (Ctrl-C or SIGTERM). The checkpoints written so far are complete; "
+          "rerun the same command to resume from the last one.", file=sys.stderr)
     return 130
   return 0
 

@@ -414,9 +414,10 @@ def test_nan_message_without_a_checkpoint_reads_as_a_sentence(tmp_path):
   assert "at step 3" in message and "; no checkpoint was saved yet." in message
 
 
-def test_ctrl_c_stops_with_one_line_and_the_same_command_resumes(tmp_path, env):
-  """SIGINT once the run has logged a row: exit 130 and one line, no traceback; the rerun
-  resumes and ends with the numbers of an uninterrupted run."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_interrupt_stops_with_one_line_and_the_same_command_resumes(tmp_path, env, sig):
+  """SIGINT or SIGTERM once the run has logged a row: exit 130 and one line, no traceback;
+  the rerun resumes and ends with the numbers of an uninterrupted run."""
   changes = {"train.num_steps": 400, "train.checkpoint_every": 20, "train.log_every": 20,
              "train.eval_every": 100}
   alone = str(tmp_path / "alone")
@@ -428,7 +429,7 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_resumes(tmp_path, env):
                           stderr=subprocess.PIPE, text=True)
   for line in proc.stdout:
     if line.startswith("step 40/"):
-      proc.send_signal(signal.SIGINT)
+      proc.send_signal(sig)
       break
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
