@@ -149,7 +149,7 @@ class Cell:
       common = f" and {', '.join(common)}" if common else ""
       raise ValueError(
           f"Cell {self.name!r} got unknown option(s) {sorted(unknown)}; "
-          f"valid options: {', '.join(sorted(self.options)) or 'none'}{common}, dtype.")
+          f"valid options: {sorted(self.options) or 'none'}{common}, dtype.")
     opts = {**self.options, **options}
     if self.make_params is not None:
       return self.make_params(key, input_size, hidden_size, dtype, **opts)

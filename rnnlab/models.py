@@ -87,6 +87,11 @@ def validate(model_cfg):
     kind.validate(model_cfg)
   except ValueError as err:
     raise ValueError(f"model ({model_cfg.kind}): {err}") from err
+  except (AttributeError, KeyError) as err:  # a model section built for another kind
+    name = str(err.args[0] if err.args else err).strip("'\"")
+    raise ValueError(f"model ({model_cfg.kind}): the model section has no field {name!r} that "
+                     f"kind {model_cfg.kind!r} needs; build it from configs/base.py (classifier) "
+                     "or rnnlab.seq2seq.kind.default_config() (seq2seq).") from err
 
 
 # --- the classifier -------------------------------------------------------------------

@@ -257,7 +257,7 @@ def test_bad_arguments_are_rejected():
   for kwargs, match in cases:
     with pytest.raises(ValueError, match=match):
       engine.scan("rnn", params, xs, **kwargs)
-  with pytest.raises(ValueError, match="inputs have 2 features but the cell's w_x expects 3"):
+  with pytest.raises(ValueError, match="inputs have 2 features but the cell expects 3"):
     engine.scan("rnn", params, xs[..., :2])
   with pytest.raises(ValueError, match="Unknown cell 'lsmt'. Valid cells"):
     engine.make_stack("lsmt", H)

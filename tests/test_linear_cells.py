@@ -47,7 +47,7 @@ def stepwise(cell, params, xs, carry, reverse=False, lengths=None, dh=None):
 
 @pytest.mark.parametrize("name", LINEAR)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_parallel_and_sequential_forms_equal_the_step(name, reverse, masked):
   cell, params, xs, carry = setup(name)
   lengths = jnp.array([T, 7, 1]) if masked else None
@@ -161,7 +161,7 @@ def test_lru_step_is_the_complex_recurrence():
     (lambda: cells.get_cell("lru").init(jax.random.PRNGKey(0), D, H, r_min=0.99, r_max=0.9),
      r"0 <= r_min < r_max <= 1"),
     (lambda: cells.get_cell("lru").init(jax.random.PRNGKey(0), D, H, recurrent_init="identity"),
-     r"unknown option\(s\) \['recurrent_init'\]; valid options: max_phase, r_max, r_min"),
+     r"unknown option\(s\) \['recurrent_init'\]; valid options: \['max_phase', 'r_max', 'r_min'\]"),
     (lambda: cells.get_cell("mingru").init(jax.random.PRNGKey(0), D, H, forget_bias=1.0),
      r"unknown option\(s\) \['forget_bias'\]; valid options: none and input_init, bias_init"),
     (lambda: cells.check_options("mingru", {"recurrent_init": "identity"}),
@@ -212,6 +212,7 @@ def test_seq2seq_with_linear_encoder_and_decoder(tmp_path):
   assert np.isfinite(summary["final"]["eval/loss"])
 
 
+@pytest.mark.slow  # vmapping is cell-blind (test_vmap_runs.py); this confirms it for minlstm
 def test_vmapped_seeds_equal_runs_one_by_one(tmp_path):
   configs = [_adding("minlstm", seed=s) for s in (0, 1)]
   dirs = [str(tmp_path / f"v{i}") for i in range(2)]

@@ -254,7 +254,7 @@ def test_emptied_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_p
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"model.cell": "lstn"}, "Unknown cell 'lstn'. Valid cells: gru, irnn, lstm"),
+    ({"model.cell": "lstn"}, "Unknown cell 'lstn'. Valid cells: gru, irnn, lru, lstm"),
     ({"model.kind": "transformer"}, "Unknown model.kind 'transformer'. Valid kinds: classifier"),
     ({"model.num_layers": 0}, "num_layers must be an integer >= 1"),
     ({"model.cell": "gru", "model.cell_options.forget_bias": 2.0},
