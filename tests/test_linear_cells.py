@@ -184,7 +184,8 @@ def _adding(cell, **changes):
       "train.checkpoint_every": 4, **changes})
 
 
-@pytest.mark.parametrize("name", LINEAR)
+@pytest.mark.parametrize("name", ["lru", pytest.param("mingru", marks=pytest.mark.slow),
+                                  pytest.param("minlstm", marks=pytest.mark.slow)])
 def test_trains_and_records_gradient_flow(name, tmp_path):
   """Through the trainer, with the parallel form, stacked and residual; gradflow.every works;
   (lru) a resumed run equals the uninterrupted one."""
@@ -231,7 +232,7 @@ def test_config_asking_for_a_parallel_form_the_cell_lacks_is_refused():
 
 
 def test_deep_glu_blocks_train_and_drop_out_only_in_training(tmp_path):
-  config = _adding("lru", **{"model.block": "glu", "model.dropout": 0.25, "gradflow.every": 4})
+  config = _adding("lru", **{"model.block": "glu", "model.dropout": 0.25})
   summary = trainer.train_and_evaluate(config, str(tmp_path), console=quiet)
   assert np.isfinite(summary["final"]["eval/loss"])
   job = job_lib.build(config)

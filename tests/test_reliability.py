@@ -420,8 +420,8 @@ def test_nan_message_without_a_checkpoint_reads_as_a_sentence(tmp_path):
 def test_interrupt_stops_with_one_line_and_the_same_command_resumes(tmp_path, env, sig):
   """SIGINT or SIGTERM once the run has logged a row: exit 130 and one line, no traceback;
   the rerun resumes and ends with the numbers of an uninterrupted run."""
-  changes = {"train.num_steps": 400, "train.checkpoint_every": 20, "train.log_every": 20,
-             "train.eval_every": 100}
+  changes = {"train.num_steps": 240, "train.checkpoint_every": 20, "train.log_every": 20,
+             "train.eval_every": 120}
   alone = str(tmp_path / "alone")
   assert launch(alone, env, **changes).returncode == 0
   workdir = str(tmp_path / "run")
