@@ -34,7 +34,8 @@ def length_mask(lengths: jax.Array, seq_len: int) -> jax.Array:
   return jnp.arange(seq_len) < jnp.asarray(lengths)[..., None]
 
 
-def _resolve_mask(xs, lengths, mask):
+def resolve_mask(xs, lengths, mask):
+  """(*batch, T) bool from ``lengths`` or ``mask`` (checked against ``xs``), or None for neither."""
   if lengths is not None and mask is not None:
     raise ValueError("Give either lengths or mask, not both.")
   batch_shape, seq_len = xs.shape[:-2], xs.shape[-2]
@@ -186,7 +187,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     raise ValueError(f"inputs have {xs.shape[-1]} features but the cell expects "
                      f"{cell.input_size(params)}.")
   batch_shape = xs.shape[:-2]
-  mask = _resolve_mask(xs, lengths, mask)
+  mask = resolve_mask(xs, lengths, mask)
   if carry is None:
     carry = cell.init_carry(params, batch_shape)
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
@@ -316,7 +317,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
   """
   if len(params) != stack.num_layers:
     raise ValueError(f"params have {len(params)} layers, the stack {stack.num_layers}.")
-  valid = _resolve_mask(xs, lengths, mask)
+  valid = resolve_mask(xs, lengths, mask)
   finals, all_carries = [], []
   h = xs
   for i, layer in enumerate(params):

@@ -151,7 +151,7 @@ def _layer_norm(p, x, eps=1e-5):
 
 def _blocks_apply(params, batch, model_cfg, stack, train, rng, perturbations):
   """The residual GLU blocks (module docstring): (B, T, H) outputs, zero at padding."""
-  valid = engine._resolve_mask(batch["x"], batch.get("lengths"), batch.get("mask"))  # pylint: disable=protected-access
+  valid = engine.resolve_mask(batch["x"], batch.get("lengths"), batch.get("mask"))
   x = batch["x"] @ params["encoder"]["kernel"] + params["encoder"]["bias"]
   rate = model_cfg.dropout if train else 0.0
   keys = jax.random.split(rng, stack.num_layers) if rate else [None] * stack.num_layers

@@ -173,7 +173,7 @@ class Checkpointer:
   def _check_space(self, step: int, state):
     latest = self.latest_step()
     need = (_folder_size(self.step_path(latest)) if latest is not None
-            else sum(np.asarray(x).nbytes for x in jax.tree.leaves(jax.device_get(state))))
+            else sum(np.size(x) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state)))
     need = int(need * 1.1) + _SPACE_MARGIN
     try:
       free = shutil.disk_usage(self.directory).free
