@@ -35,28 +35,40 @@ Params = dict[str, jax.Array]
 Carry = Any  # an array, or a tuple of arrays (LSTM: (c, h))
 
 
+def _elementwise(a, s):
+  return a * s
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearForm:
-  """A recurrence linear in its state, elementwise: s_t = a_t * s_{t-1} + b_t.
+  """A recurrence linear in its state, diagonal: s_t = a_t s_{t-1} + b_t.
 
   With every gate a function of x_t only, ``a`` and ``b`` for all steps come
   from the projected inputs at once, and the recurrence is an associative scan
   ((a1, b1) then (a2, b2) is (a2 a1, a2 b1 + b2)): O(log T) depth in parallel,
-  or one cheap elementwise pass in sequence. The state may be complex (LRU);
-  the carry the engine sees is always real.
+  or one cheap elementwise pass in sequence. The product ``a s`` is elementwise,
+  or for LRU a complex product on (real, imaginary) pairs of real arrays (XLA's
+  CPU complex arithmetic and its split matmuls cost 1.7x more; benchmarks/README.md).
+  The carry the engine sees is always one real array.
 
   Attributes:
-    coefficients: ``(params, xp) -> (a, b)``, each (..., S) (``a`` may broadcast).
+    coefficients: ``(params, xp) -> (a, b)``: ``b`` a state for every step
+      (leaves (..., S)); ``a`` the same structure, its leaves broadcasting to
+      ``b``'s (LRU's lambda is shared by all steps: leaves (S,)).
     readout: ``(params, s, xp) -> y`` (..., H), the output at a step from its state.
     to_state: ``carry -> s`` and ``to_carry: s -> carry``, linear maps between
       the real carry (..., H) and the state (identity for real states).
     size: ``params -> H``.
+    mul: ``(a, s) -> a s``; also composes two coefficients (``mul(a2, a1)``).
+    identity: ``a -> 1`` of ``a``'s structure (the coefficient of a held step).
   """
   coefficients: Callable
   readout: Callable
   size: Callable
   to_state: Callable = lambda c: c
   to_carry: Callable = lambda s: s
+  mul: Callable = _elementwise
+  identity: Callable = jnp.ones_like
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,7 +386,7 @@ def _linear_cell(name, gates, form, doc, **fields) -> Cell:
   """A cell whose step is its ``LinearForm`` applied to one step."""
   def recur(params, carry, xp):
     a, b = form.coefficients(params, xp)
-    s = a * form.to_state(carry) + b
+    s = jax.tree.map(jnp.add, form.mul(a, form.to_state(carry)), b)
     return form.to_carry(s), form.readout(params, s, xp)
 
   def init_carry(params, batch_shape):
@@ -422,33 +434,47 @@ MINLSTM = _linear_cell(
 
 
 def _lru_state(carry):
+  """[Re x, Im x] -> (Re x, Im x)."""
   n = carry.shape[-1] // 2
-  return jax.lax.complex(carry[..., :n], carry[..., n:])
+  return carry[..., :n], carry[..., n:]
 
 
 def _lru_carry(s):
-  return jnp.concatenate([jnp.real(s), jnp.imag(s)], axis=-1)
+  return jnp.concatenate(s, axis=-1)
+
+
+def _complex_mul(a, s):
+  """(a_re + i a_im)(s_re + i s_im) on pairs of real arrays."""
+  (a_re, a_im), (s_re, s_im) = a, s
+  return a_re * s_re - a_im * s_im, a_re * s_im + a_im * s_re
+
+
+def _complex_one(a):
+  return jnp.ones_like(a[0]), jnp.zeros_like(a[1])
 
 
 def _lru_lambda(params):
-  return jnp.exp(jax.lax.complex(-jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])))
+  """(Re lambda, Im lambda), lambda = exp(-exp(nu_log) + i exp(theta_log))."""
+  modulus, phase = jnp.exp(-jnp.exp(params["nu_log"])), jnp.exp(params["theta_log"])
+  return modulus * jnp.cos(phase), modulus * jnp.sin(phase)
 
 
 def _lru_project(params, x):
   """[Re(u B), Im(u B)] (and u itself when there is a skip D): (..., 2N [+ D])."""
-  parts = [x @ params["B_re"], x @ params["B_im"]]
-  return jnp.concatenate(parts + ([x] if "D" in params else []), axis=-1)
+  xb = x @ jnp.concatenate([params["B_re"], params["B_im"]], axis=-1)  # one matmul
+  return jnp.concatenate([xb, x], axis=-1) if "D" in params else xb
 
 
 def _lru_coefficients(params, xp):
   n = params["nu_log"].shape[-1]
-  bu = jax.lax.complex(xp[..., :n], xp[..., n:2 * n])
-  return _lru_lambda(params), jnp.exp(params["gamma_log"]) * bu
+  gamma = jnp.exp(params["gamma_log"])
+  return _lru_lambda(params), (gamma * xp[..., :n], gamma * xp[..., n:2 * n])
 
 
 def _lru_readout(params, s, xp):
+  """Re(x C) + D u = [Re x, Im x] @ [C_re; -C_im] (+ D u)."""
   n = params["nu_log"].shape[-1]
-  y = jnp.real(s) @ params["C_re"] - jnp.imag(s) @ params["C_im"]
+  y = _lru_carry(s) @ jnp.concatenate([params["C_re"], -params["C_im"]], axis=0)
   if "D" in params:
     y = y + params["D"] * xp[..., 2 * n:]
   return y
@@ -485,7 +511,7 @@ LRU = _linear_cell(
     "lru", ("re", "im"),
     LinearForm(_lru_coefficients, readout=_lru_readout,
                size=lambda params: params["C_re"].shape[-1], to_state=_lru_state,
-               to_carry=_lru_carry),
+               to_carry=_lru_carry, mul=_complex_mul, identity=_complex_one),
     """Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks
     for Long Sequences"), N = H/2 complex eigenvalues:
     x_t = diag(lambda) x_{t-1} + gamma * (u_t B)        x complex (N,), B (D, N) complex

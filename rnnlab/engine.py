@@ -111,32 +111,49 @@ def resolve_parallel(cell, parallel) -> bool | None:
 def _linear_scan(cell, params, xs, carry, mask, reverse, parallel, unroll, return_carries,
                  perturbation, batch_shape):
   """``scan`` for a cell with a ``LinearForm``: all coefficients at once, then the recurrence
-  s_t = a_t s_{t-1} + b_t as an associative scan (``parallel``) or one elementwise pass."""
+  s_t = a_t s_{t-1} + b_t as an associative scan (``parallel``) or one elementwise pass.
+
+  States and coefficients may be pytrees (LRU: real and imaginary parts); ``form.mul``
+  applies a coefficient to a state, and composes two coefficients."""
   form = cell.linear
+  tmap = jax.tree.map
+  add = lambda x, y: tmap(jnp.add, x, y)
   xp = to_time_major(cell.project(params, xs), batch_shape, reverse)  # (T, B, .), visit order
   a, b = form.coefficients(params, xp)
-  a = jnp.broadcast_to(a, b.shape)
   if perturbation is not None:  # added to the state after each step, before it feeds the next
-    b = b + form.to_state(to_time_major(perturbation, batch_shape, reverse))
-  if mask is not None:  # a masked step holds the state: a = 1, b = 0
+    b = add(b, form.to_state(to_time_major(perturbation, batch_shape, reverse)))
+  # A coefficient shared by all steps (LRU's lambda) stays unbroadcast in the sequential pass.
+  shared = all(x.ndim < y.ndim for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  if mask is not None or parallel or not shared:
+    a = tmap(lambda x, y: jnp.broadcast_to(x, y.shape), a, b)
+    shared = False
+  if mask is not None:  # a masked step holds the state: a = identity, b = 0
     m = to_time_major(mask, batch_shape, reverse)[..., None]
-    a, b = jnp.where(m, a, jnp.ones_like(a)), jnp.where(m, b, jnp.zeros_like(b))
+    a = tmap(lambda x, one: jnp.where(m, x, one), a, form.identity(a))
+    b = tmap(lambda x: jnp.where(m, x, jnp.zeros_like(x)), b)
   s0 = form.to_state(carry)
-  b = b.at[0].add(a[0] * s0)  # the initial state enters through the first step
+  first = a if shared else tmap(lambda x: x[0], a)
+  b = tmap(lambda x, y: x.at[0].add(y), b, form.mul(first, s0))  # s_0 enters at the first step
   if parallel:
     def combine(earlier, later):
-      return later[0] * earlier[0], later[0] * earlier[1] + later[1]
+      return form.mul(later[0], earlier[0]), add(form.mul(later[0], earlier[1]), later[1])
     _, states = jax.lax.associative_scan(combine, (a, b), axis=0)
+  elif shared:
+    def body(s, b_t):
+      s = add(form.mul(a, s), b_t)
+      return s, s
+    _, states = jax.lax.scan(body, tmap(jnp.zeros_like, s0), b, unroll=resolve_unroll(unroll))
   else:
     def body(s, ab):
-      s = ab[0] * s + ab[1]
+      s = add(form.mul(ab[0], s), ab[1])
       return s, s
-    _, states = jax.lax.scan(body, jnp.zeros_like(s0), (a, b), unroll=resolve_unroll(unroll))
+    _, states = jax.lax.scan(body, tmap(jnp.zeros_like, s0), (a, b),
+                             unroll=resolve_unroll(unroll))
   ys = form.readout(params, states, xp)
   if mask is not None:
     ys = jnp.where(m, ys, jnp.zeros_like(ys))
   unflat = lambda t: t.reshape(*batch_shape, *t.shape[1:])
-  final = unflat(form.to_carry(states[-1]))
+  final = unflat(form.to_carry(tmap(lambda t: t[-1], states)))
   back = lambda t: _from_time_major(t[::-1] if reverse else t, batch_shape)
   if return_carries:
     return final, back(ys), back(form.to_carry(states))
