@@ -283,8 +283,15 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
     plugin.start(job, runs[0].workdir, start, state)
   actions = PeriodicActions(runs, layout, clock, group_console)
   step_fn, feed = layout.step_fn(), layout.feed(start)
+  in_flight = None
   for step in range(start + 1, job.num_steps + 1):
     state, stats = step_fn(state, next(feed))
+    # At most one step queued behind the one running: JAX dispatches asynchronously, and
+    # without this wait Ctrl-C or SIGTERM would let every step dispatched since the last
+    # log finish first (minutes on a long sequence).
+    if in_flight is not None:
+      in_flight.block_until_ready()
+    in_flight = state.step
     state = actions(state, stats, step)
     if actions.all_failed:
       break
