@@ -77,6 +77,7 @@ def test_only_selects_runs_by_field_values():
   assert [r.name for r in spec.select(runs, "seq_len=50,cell=lstm")] == [runs[0].name]
   assert len(spec.select(runs, "cell=lstm")) == 2
   assert len(spec.select(runs, "seq_len=50,cell=lstm|rnn")) == 2
+  assert len(spec.select(runs, "task.seq_len=50,model.cell=lstm|rnn")) == 2  # full names
   with pytest.raises(ValueError, match="selects none"):
     spec.select(runs, "cell=gru")
   with pytest.raises(ValueError, match="field=value"):

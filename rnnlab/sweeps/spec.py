@@ -108,14 +108,14 @@ def configs_with_sweeps(folder: str) -> list[str]:
 def select(runs: list[Run], only: str) -> list[Run]:
   """The runs whose overrides include every ``field=value`` of ``only`` ("seq_len=50,cell=lstm").
 
-  Fields are matched by their last component, values as they appear in run names;
-  ``field=a|b`` accepts either value.
+  A field is its full name (``task.seq_len``) or its last component (``seq_len``), values
+  as they appear in run names; ``field=a|b`` accepts either value.
   """
   wanted = [part.split("=", 1) for part in only.split(",") if part]
   if any(len(w) != 2 for w in wanted):
     raise ValueError(f"--only takes field=value pairs separated by commas, got {only!r}.")
   def keep(run):
-    have = {k.split(".")[-1]: slug(v) for k, v in run.overrides}
+    have = {name: slug(v) for k, v in run.overrides for name in (k, k.split(".")[-1])}
     return all(have.get(k) in {slug(a) for a in v.split("|")} for k, v in wanted)
   chosen = [r for r in runs if keep(r)]
   if not chosen:
