@@ -151,13 +151,13 @@ def summarize_arms(task, rows, label) -> dict:
 def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
          sort_key: Callable[[dict], tuple], panel: Callable[[dict], str] | None,
          out: str, line_label: Callable[[dict], str] | None = None,
-         extra: Callable[[str, str, list[dict], dict], None] | None = None):
+         extra: Callable[[str, str, list[dict], dict, str], None] | None = None):
   """The command line of a study's analyze.py: one ``--<task>=<sweep folder>`` per task.
 
   For each task with a results.csv: prints the arm x length table, writes
   ``<out>/<task>.png`` (one line per ``line_label``, default the arm, one panel
   per ``panel``) and collects ``summarize_arms`` into ``<out>/results.json``.
-  ``extra(task, root, rows, results)`` may add more (printing and results).
+  ``extra(task, root, rows, results, out)`` may add more (printing, results, figures in out).
   """
   import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=doc.split("\n")[0])
@@ -178,8 +178,21 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
            log_y=task == "adding", title=f"{task}: ")
     results[task] = summarize_arms(task, rows, label)
     if extra:
-      extra(task, root, rows, results)
+      extra(task, root, rows, results, args.out)
   write_json(os.path.join(args.out, "results.json"), results)
+
+
+def root_and_out(doc: str, default_root: str, default_out) -> tuple[str, "pathlib.Path"]:
+  """The command line of a study with one sweep folder: ``--root`` (the sweep's --workdir)
+  and ``--out`` (where figures and results.json go, created)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=doc.splitlines()[0])
+  p.add_argument("--root", default=default_root, help="the sweep's --workdir")
+  p.add_argument("--out", type=pathlib.Path, default=default_out, help="where results go")
+  args = p.parse_args()
+  args.out.mkdir(parents=True, exist_ok=True)
+  return args.root, args.out
 
 
 def mean_std(values) -> list[float]:

@@ -70,7 +70,8 @@ def gradient_table(stats: dict) -> str:
   return "\n".join(lines)
 
 
-def _gradients(task, root, rows, results):
+def _gradients(task, root, rows, results, out):
+  del out  # no figure of its own
   stats = gradient_stats(root, rows)
   results[f"{task}_gradients"] = stats
   print(f"\nGradients ({task}; both lengths, every logged step; unclipped arms show the "

@@ -13,7 +13,6 @@ markdown tables (mean ± std over seeds, std with ddof=1 as rnnlab.sweeps.report
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -21,7 +20,7 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.study_report import fmt_mean_std, length_table, mean_std
+from experiments.study_report import fmt_mean_std, length_table, mean_std, root_and_out
 from rnnlab.sweeps import report
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.tasks.seq2seq import accuracy_by_length
@@ -166,19 +165,15 @@ def tables(arms: list[dict]) -> str:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--root", default=DEFAULT_ROOT, help="the sweep's --workdir")
-  p.add_argument("--out", type=pathlib.Path, default=HERE, help="where results go")
-  args = p.parse_args()
-  args.out.mkdir(parents=True, exist_ok=True)
-  runs = load_runs(args.root)
+  root, out = root_and_out(__doc__, DEFAULT_ROOT, HERE)
+  runs = load_runs(root)
   if not runs:
-    raise SystemExit(f"No finished runs in {args.root}; run the sweep first (see README.md).")
+    raise SystemExit(f"No finished runs in {root}; run the sweep first (see README.md).")
   arms = aggregate(runs)
-  figure(arms, args.out / "exact_match_by_length.png")
-  with open(args.out / "results.json", "w") as f:
-    json.dump({"root": args.root, "runs": len(runs), "arms": arms}, f, indent=1)
-  print(f"{len(runs)} runs in {args.root}\n")
+  figure(arms, out / "exact_match_by_length.png")
+  with open(out / "results.json", "w") as f:
+    json.dump({"root": root, "runs": len(runs), "arms": arms}, f, indent=1)
+  print(f"{len(runs)} runs in {root}\n")
   print(tables(arms))
 
 

@@ -25,7 +25,6 @@ metrics.jsonl. Writes results.json and figures to --out (default: this folder).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -35,7 +34,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.study_report import fmt_mean_std, length_table, mean_std
+from experiments.study_report import fmt_mean_std, length_table, mean_std, root_and_out
 from rnnlab.sweeps import report
 from rnnlab.training import job as job_lib
 from rnnlab.training import workdir as workdir_lib
@@ -229,19 +228,15 @@ def table(arms: list[dict]) -> str:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--root", default=DEFAULT_ROOT, help="the sweep's --workdir")
-  p.add_argument("--out", type=pathlib.Path, default=HERE, help="where results go")
-  args = p.parse_args()
-  args.out.mkdir(parents=True, exist_ok=True)
-  runs = measure_runs(args.root)
+  root, out = root_and_out(__doc__, DEFAULT_ROOT, HERE)
+  runs = measure_runs(root)
   arms = aggregate(runs)
-  figure(arms, args.out / "tf_vs_free_running.png")
-  with open(args.out / "results.json", "w") as f:
-    json.dump({"root": args.root, "runs": len(runs), "arms": arms,
+  figure(arms, out / "tf_vs_free_running.png")
+  with open(out / "results.json", "w") as f:
+    json.dump({"root": root, "runs": len(runs), "arms": arms,
                "per_run": [{k: r[k] for k in ("name", "seed", *SCALARS)} for r in runs]},
               f, indent=1)
-  print(f"{len(runs)} runs in {args.root}\n")
+  print(f"{len(runs)} runs in {root}\n")
   print(table(arms))
 
 
