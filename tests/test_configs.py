@@ -33,7 +33,7 @@ TINY_TASK = {"copy": {"task.seq_len": 2, "task.eval_size": 4},
              "psmnist": {"task.eval_size": 3},
              "reverse": {"task.seq_len": 3, "task.eval_size": 4},
              "addition": {"task.digits_a": 1, "task.digits_b": 1, "task.eval_size": 4}}
-TINY = {"model.hidden_size": 3, "train.batch_size": 2, "train.num_steps": 2,
+TINY = {"model.hidden_size": 4, "train.batch_size": 2, "train.num_steps": 2,
         "train.eval_batch_size": None, "train.log_every": 1, "train.eval_every": 0,
         "train.checkpoint_every": 0}
 
