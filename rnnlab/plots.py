@@ -1,4 +1,13 @@
-"""Figures for gradient-flow studies, written as PNG files.
+"""Figures of runs and of gradient-flow studies, written as PNG files.
+
+From the command line, for one run, several, or a sweep's folder (its runs overlaid):
+
+    python -m rnnlab.plots WORKDIR [WORKDIR ...] [--out DIR]
+
+writes ``curves.png`` (train and eval loss with the task's baseline, the held-out
+metrics with theirs, the gradient norm with the clip threshold from config.json)
+and, for a run with gradflow.jsonl, ``gradflow.png`` (``<run>_gradflow.png`` for
+several). ``--out`` defaults to the folder given, or the current folder for several.
 
 Figures are built on ``matplotlib.figure.Figure`` directly (its default canvas
 is Agg), so nothing touches pyplot's global state or needs a display. Every
@@ -17,13 +26,19 @@ Inputs:
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import pathlib
-from typing import Mapping
+import sys
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from rnnlab import run_folder
 
 _AXIS_NAMES = ("layer", "dir")
 _DIRECTION_NAMES = ("fwd", "bwd")
@@ -209,3 +224,138 @@ def _mark_clipped(ax_loss, ax_norm, clip_steps, norm_steps, norm, total):
                label=f"clipped ({clip_steps.size} of {total} logged steps)")
   ax_loss.vlines(clip_steps, 0, 1, transform=ax_loss.get_xaxis_transform(), color="C3",
                  alpha=0.25, lw=0.8)
+
+
+# --- runs: python -m rnnlab.plots ------------------------------------------------------
+
+def _clip_threshold(config: dict) -> float | None:
+  """The global-norm clip threshold of a run's config.json (None for other clip modes)."""
+  optim = config.get("optim", {})
+  return optim.get("clip_norm") if optim.get("clip_mode") == "global_norm" else None
+
+
+def _read_run(folder: str) -> dict:
+  config_path = os.path.join(folder, run_folder.CONFIG)
+  try:
+    config = run_folder.read_json(config_path) if os.path.exists(config_path) else {}
+  except (OSError, ValueError):
+    config = {}  # a damaged config.json only loses the clip threshold here
+  return {"rows": run_folder.read_jsonl(os.path.join(folder, run_folder.METRICS)),
+          "config": config if isinstance(config, dict) else {}}
+
+
+def _labels(folders: Sequence[str]) -> list[str]:
+  """Each run's folder name less the ``key=value`` parts every name shares (a sweep's runs:
+  ``seq_len=100,cell=lru,seed=0`` -> ``seed=0``), or its path where two runs share a name."""
+  names = [os.path.basename(os.path.normpath(f)) for f in folders]
+  if len(set(names)) < len(names):
+    return [os.path.normpath(f) for f in folders]
+  parts = [n.split(",") for n in names]
+  shared = set.intersection(*map(set, parts)) if len(parts) > 1 else set()
+  short = [",".join(p for p in ps if p not in shared) or n for ps, n in zip(parts, names)]
+  return short if len(set(short)) == len(short) else names
+
+
+def _baseline_line(ax, runs, key: str, label: str):
+  values = {r["rows"][-1].get(key) for r in runs if r["rows"]} - {None}
+  for value in sorted(values):
+    ax.axhline(value, color="k", ls="--", lw=1,
+               label=label if len(values) == 1 else f"{label} {value:.3g}")
+
+
+def run_curves(folders: Sequence[str], path, *, title: str | None = None) -> str:
+  """Loss, held-out metrics and gradient norm of one or several runs against the step.
+
+  Panels: train loss (solid) and eval loss (dots) with the task's baseline
+  (``task/baseline``, dashed); each held-out metric but the loss with its
+  baseline (``task/baseline_<metric>``); the global gradient norm before clipping
+  with the global-norm clip threshold of each run's config.json (clipped steps
+  marked for a single run).
+  """
+  runs = [_read_run(f) for f in folders]
+  labels = _labels(folders)
+  if not any(r["rows"] for r in runs):
+    raise ValueError(f"{', '.join(folders)}: metrics.jsonl holds no rows yet.")
+  metrics = sorted({k for r in runs for row in r["rows"] for k in row
+                    if k.startswith("eval/") and k != "eval/loss"})
+  fig = Figure(figsize=(7.5, 2.6 * (2 + len(metrics)) + 0.6))
+  axes = fig.subplots(2 + len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+  ax_loss, ax_norm = axes[0], axes[-1]
+  single = len(runs) == 1
+  for n, (run, label) in enumerate(zip(runs, labels)):
+    color = f"C{n % 10}"
+    steps, loss = _series(run["rows"], "train/loss")
+    ax_loss.plot(steps, loss, lw=1.2, color=color, label="train" if n == 0 else None)
+    steps, loss = _series(run["rows"], "eval/loss")
+    ax_loss.plot(steps, loss, "o-" if single else "o:", ms=3, lw=1, color=color,
+                 label="eval (held out)" if n == 0 else None)
+    for ax, key in zip(axes[1:-1], metrics):
+      steps, values = _series(run["rows"], key)
+      ax.plot(steps, values, "o-", ms=3, lw=1.2, color=color)
+    steps, norm = _series(run["rows"], "grad/norm")
+    ax_norm.plot(steps, _positive(norm), lw=1.2, color=color,
+                 label="||g|| before clipping" if single or n == 0 else None)
+    if single:
+      clip_steps, clipped = _series(run["rows"], "grad/clipped")
+      _mark_clipped(ax_loss, ax_norm, clip_steps[clipped > 0], steps, norm, len(set(steps)))
+  thresholds = {_clip_threshold(r["config"]) for r in runs} - {None}
+  for value in sorted(thresholds):
+    ax_norm.axhline(value, color="k", ls="--", lw=1, label=f"clip threshold {value:g}")
+  _baseline_line(ax_loss, runs, "task/baseline", "baseline loss")
+  positive = [v for r in runs for k in ("train/loss", "eval/loss") for v in _series(r["rows"], k)[1]]
+  if positive and min(positive) > 0:
+    ax_loss.set_yscale("log")
+  ax_loss.set_ylabel("loss")
+  for ax, key in zip(axes[1:-1], metrics):
+    name = key.split("/", 1)[1]
+    _baseline_line(ax, runs, f"task/baseline_{name}", f"baseline {name}")
+    ax.set_ylabel(f"held-out {name}")
+  ax_norm.set(yscale="log", ylabel="global gradient norm", xlabel="training step")
+  for ax in axes:
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize="x-small", loc="best")
+  if not single:  # one key to the runs' colours, below the panels
+    handles = [Line2D([], [], color=f"C{n % 10}", lw=2) for n in range(len(runs))]
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(4, len(runs)), fontsize="x-small", frameon=False)
+  fig.suptitle(title or (labels[0] if single else f"{len(runs)} runs"))
+  return _save(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """``python -m rnnlab.plots WORKDIR [WORKDIR ...] [--out DIR]``; returns the exit code."""
+  parser = argparse.ArgumentParser(
+      prog="python -m rnnlab.plots",
+      description="Figures of runs: curves.png (loss, held-out metrics, gradient norm) and "
+                  "gradflow.png where a run measured gradient flow.")
+  parser.add_argument("workdirs", nargs="+", metavar="WORKDIR",
+                      help="a run's --workdir, or a sweep's (its runs are overlaid)")
+  parser.add_argument("--out", default=None,
+                      help="folder for the figures (default: the folder given; the current "
+                           "folder when several are given)")
+  args = parser.parse_args(argv)
+  try:
+    folders = [f for w in args.workdirs for f in run_folder.runs_in(w)]
+    out = args.out or (args.workdirs[0] if len(args.workdirs) == 1 else ".")
+    title = None if len(folders) == 1 or len(args.workdirs) > 1 else \
+        f"{os.path.normpath(args.workdirs[0])}: {len(folders)} runs"
+    written = [run_curves(folders, os.path.join(out, run_folder.CURVES), title=title)]
+    labels = _labels(folders)
+    for folder, label in zip(folders, labels):
+      gradflow = os.path.join(folder, run_folder.GRADFLOW)
+      if os.path.exists(gradflow) and run_folder.read_jsonl(gradflow):
+        name = run_folder.GRADFLOW_FIGURE if len(folders) == 1 else \
+            f"{label.replace(os.sep, '_')}_{run_folder.GRADFLOW_FIGURE}"
+        written.append(gradflow_heatmap(gradflow, os.path.join(out, name),
+                                        title=f"{label}: per-step gradient norm"))
+  except (ValueError, OSError) as err:
+    print(f"rnnlab.plots: {err}", file=sys.stderr)
+    return 2
+  for path in written:
+    print(f"Wrote {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

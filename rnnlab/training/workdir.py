@@ -1,15 +1,4 @@
-"""A run's folder: the name of every file in it, and reads and writes that never leave half a file.
-
-    <workdir>/config.json           the resolved config; a resumed run must have the same
-              metrics.jsonl         one JSON object per logged step: {"step": s, name: value}
-              events.out.tfevents.* TensorBoard, the same rows
-              checkpoints/<step>/   Orbax checkpoints of the whole training state
-              checkpoints_damaged/  checkpoints that failed verification, moved aside
-              <artifact>.npy        arrays a task keeps with the run (psmnist's permutation)
-              gradflow.jsonl        per-step ||dL/dh_t|| (the gradient-flow plugin)
-              summary.json          written at the end: final and best held-out metric
-              log.txt               the console, when the run is one of a sweep
-              failed.json           why a sweep's run failed
+"""A run's folder: every file of ``rnnlab.run_folder`` written so that no reader sees half a file.
 
 JSON files are written to a temporary file and renamed, so a reader (or a run
 killed mid-write) never sees half of one; a JSONL line cut short by a crash is
@@ -37,17 +26,10 @@ import time
 import numpy as np
 
 from rnnlab.errors import ConfigMismatchError, StorageError
+# The names and the plain readers are the core's (rnnlab.run_folder); re-exported here.
+from rnnlab.run_folder import (CHECKPOINTS, CHECKPOINTS_DAMAGED, CONFIG, EVENTS, FAILED,  # pylint: disable=unused-import
+                               GRADFLOW, LOG, METRICS, SUMMARY, read_json, read_jsonl)
 from rnnlab.training import config as config_lib
-
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-EVENTS = "events.out.tfevents.*"
-CHECKPOINTS = "checkpoints"
-CHECKPOINTS_DAMAGED = "checkpoints_damaged"
-GRADFLOW = "gradflow.jsonl"
-SUMMARY = "summary.json"
-LOG = "log.txt"
-FAILED = "failed.json"
 
 
 # --- file-system failures ------------------------------------------------------------
@@ -134,25 +116,6 @@ def _replace(path: str, text: str):
 def write_json(path: str, obj):
   """``obj`` as indented JSON, via a temporary file."""
   _replace(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """The parsed lines of a JSONL file ([] if there is none); a line cut short is skipped."""
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return rows
 
 
 def write_jsonl(path: str, rows: list[dict]):
