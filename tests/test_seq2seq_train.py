@@ -41,7 +41,7 @@ def test_config_trains_writes_outputs_and_resumes_exactly(name, tmp_path, compil
   full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
   summary = trainer.train_and_evaluate(config, full, console=lines.append)
   assert lines[0].startswith(name) and "model seq2seq (lstm)" in lines[0]
-  assert lines[-1].startswith(f"Done: {name}")
+  assert lines[-2].startswith(f"Done: {name}")
   assert summary["steps"] == 4 and summary["primary_metric"] == "eval/accuracy"
   got = rows(full)
   assert [r["step"] for r in got] == [1, 2, 3, 4]

@@ -35,7 +35,7 @@ def tiny_config(**changes):
 
 def tb_events(workdir):
   """Every event in the workdir's TensorBoard files: (step, {tag: value}, session_log status)."""
-  _, event_pb2, _ = workdir_lib.tensorboardx()
+  _, event_pb2, _, _ = workdir_lib.tensorboardx()
   events = []
   for name in sorted(os.listdir(workdir)):
     if name.startswith("events.out.tfevents"):
@@ -114,12 +114,39 @@ def test_itstime():
   assert at(0) == [10] and at(20) == [10]
 
 
+def test_steps_per_second_count_training_only_and_the_eta_adds_the_evaluations(monkeypatch):
+  """10 steps of 1 s; an evaluation (10 s) after steps 4 and 8 and 10: the rate stays 1
+  step/s, and the ETA is the steps left plus the evaluations left at their measured cost."""
+  now = [0.0]
+  monkeypatch.setattr(periodic.time, "time", lambda: now[0])
+  due = lambda s: (s % 4 == 0 or s == 10, s % 4 == 0 or s == 10, False, False)
+  clock = periodic.Clock(0, 0.0, 10, due)
+  assert clock.ahead == {(True, True, False, False): 3}
+  speeds = []
+  for step in range(1, 11):
+    now[0] += 1.0  # the step
+    if any(due(step)):
+      clock.pause(step)
+      now[0] += 10.0  # the evaluation
+      timing = clock.tick(step)
+      speeds.append((step, timing["perf/steps_per_sec"], clock.eta(step, 1.0)))
+      clock.resume(step)
+  assert [round(r, 6) for _, r, _ in speeds] == [1.0, 1.0, 1.0]
+  # After step 4 no evaluation had finished (0 s known); after step 8: 2 steps + 1 eval.
+  assert speeds[0][2] == pytest.approx(6.0) and speeds[1][2] == pytest.approx(2.0 + 10.0)
+  assert clock.wall() == pytest.approx(40.0)
+
+
 def test_workdir_outputs(reference):
   workdir, summary, lines = reference
   assert lines[0].startswith("adding T=6") and "steps 0->8" in lines[0]
   assert re.match(r"step 1/8 \| train/loss .* 1 step\(s\) in .*s incl\. compilation$", lines[1])
   assert re.match(r"step 2/8 \| train/loss .* \| [\d.]+ steps/s, ETA 0m\d\ds$", lines[2])
-  assert lines[-1].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-1]
+  assert lines[-2].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-2]
+  assert lines[-1] == (f"Outputs in {workdir}: figures: python -m rnnlab.plots {workdir} ; "
+                       f"TensorBoard: tensorboard --logdir {workdir}")
+  assert not any("baseline" in line for line in lines[1:-2])  # once, in the first line
+  assert all("train/loss" in line for line in lines[1:-2])
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f) == config_lib.resolved(tiny_config())
   got = rows(workdir)
@@ -140,6 +167,28 @@ def test_workdir_outputs(reference):
   assert summary["steps"] == N and summary["primary_metric"] == "eval/loss"
   assert summary["final"]["eval/loss"] == got[-1]["eval/loss"]
   assert summary["beats_baseline"] == (summary["final"]["eval/loss"] < 1 / 6)
+
+
+def test_tensorboard_reads_the_scalars_config_and_hyperparameters(reference):
+  """What TensorBoard's own loader (the one `tensorboard --logdir` runs) finds in the run."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = reference
+  acc = event_accumulator.EventAccumulator(workdir, size_guidance={"tensors": 0, "scalars": 0})
+  acc.Reload()
+  assert {"train/loss", "eval/loss", "grad/norm"} <= set(acc.Tags()["scalars"])
+  assert [e.step for e in acc.Scalars("eval/loss")] == [4, 8]
+  text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+  assert json.loads("\n".join(line[4:] for line in text.splitlines())) == \
+      config_lib.resolved(tiny_config())
+  content = acc.PluginTagToContent("hparams")
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      content["_hparams_/session_start_info"]).session_start_info
+  assert start.hparams["model.cell"].string_value == "lstm"
+  assert start.hparams["train.num_steps"].number_value == N
+  experiment = plugin_data_pb2.HParamsPluginData.FromString(
+      content["_hparams_/experiment"]).experiment
+  assert {m.name.tag for m in experiment.metric_infos} == {"train/loss", "eval/loss"}
 
 
 def test_a_restored_state_has_the_signature_of_a_fresh_one(reference):
@@ -175,7 +224,7 @@ def test_sigkill_then_same_command_resumes_exactly(reference, env, tmp_path):
   assert lines[0].startswith("Resuming from the checkpoint of step")
   assert lines[1].startswith("adding T=6") and "->8" in lines[1]
   assert re.match(r"step [468]/8 \| train/loss .* incl\. compilation$", lines[2])
-  assert lines[-1].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-1]
+  assert lines[-2].startswith("Done: adding T=6") and "baseline 0.1667" in lines[-2]
   assert rows(workdir) == rows(reference[0])
   assert_same_state(final_state(tiny_config(), workdir), final_state(tiny_config(), reference[0]))
   resumed_at = int(lines[0].split("step ")[1].split(" ")[0])
@@ -219,7 +268,7 @@ def test_finished_run_started_again_only_reports(reference, tmp_path):
   lines = []
   summary = trainer.train_and_evaluate(tiny_config(), workdir, console=lines.append)
   assert summary["final"] == reference[1]["final"] and rows(workdir) == rows(reference[0])
-  assert lines[-1].startswith("Done: adding T=6")
+  assert lines[-2].startswith("Done: adding T=6")
 
 
 def test_incompatible_checkpoint_gives_one_paragraph(reference, tmp_path):

@@ -2,8 +2,9 @@
 
 After step s (1-based) of T, ``itstime`` decides each action:
 
-    log        every train.log_every steps, at step 1 and at T: window means of the
-               train metrics, this step's gradient statistics, the baselines
+    log        every train.log_every steps, at step 1, at every evaluation and at T:
+               window means of the train metrics, this step's gradient statistics,
+               the baselines (one console line each, always with the train loss)
     evaluate   every train.eval_every steps and at T: the task's held-out set
     checkpoint every train.checkpoint_every steps and at T
     plugins    every plugin.every steps and at T (``rnnlab.training.plugins``)
@@ -53,25 +54,72 @@ def fmt_duration(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-class Clock:
-  """Steps per second between logs and the wall time of the run across resumes."""
+def _due(step: int, cfg, total: int, plugins) -> tuple[bool, bool, bool, bool]:
+  """(log, evaluate, checkpoint, plugins) after ``step``; an evaluation always logs too,
+  so every console line carries the train loss."""
+  do_eval = itstime(step, cfg.eval_every, total)
+  return (itstime(step, cfg.log_every, total, first=True) or do_eval, do_eval,
+          itstime(step, cfg.checkpoint_every, total),
+          any(itstime(step, p.every, total) for p in plugins))
 
-  def __init__(self, step: int, wall_before: float):
-    self.start, self.wall_before = time.time(), wall_before
-    self.first_step, self.last_step, self.last_time = step, step, self.start
+
+class Clock:
+  """Training time apart from the periodic actions, steps/s and an ETA that includes them.
+
+  Steps/s counts only the time spent stepping (``pause`` at the start of the actions,
+  ``resume`` after them), so an evaluation or a checkpoint does not read as slow
+  training. The ETA adds, for the action steps still to come, the mean time the same
+  kind of action step (same actions due) has taken so far in this session.
+  """
+
+  def __init__(self, step: int, wall_before: float, total: int, due: Callable[[int], tuple]):
+    self.start = self.mark = time.time()
+    self.wall_before, self.total = wall_before, total
+    self.first_step, self.last_step, self.stepping = step, step, 0.0
+    self.due = due
+    self.ahead: dict[tuple, int] = {}  # action kind -> action steps still to come
+    for s in range(step + 1, total + 1):
+      kind = due(s)
+      if any(kind):
+        self.ahead[kind] = self.ahead.get(kind, 0) + 1
+    self.spent: dict[tuple, list[float]] = {}  # action kind -> seconds each took
+
+  def pause(self, step: int):
+    """Steps up to ``step`` are done, its actions begin: the time since the last
+    ``resume`` was training."""
+    now = time.time()
+    self.stepping += now - self.mark
+    self.mark = now
+    kind = self.due(step)
+    self.ahead[kind] = self.ahead.get(kind, 1) - 1
+
+  def resume(self, step: int):
+    """The actions of ``step`` are done: the time since ``pause`` was theirs."""
+    now = time.time()
+    self.spent.setdefault(self.due(step), []).append(now - self.mark)
+    self.mark = now
 
   def tick(self, step: int) -> dict[str, float]:
-    now = time.time()
-    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-    self.last_step, self.last_time = step, now
+    """``perf/steps_per_sec`` (training time only) since the last tick, ``perf/wall_time_s``."""
+    rate = (step - self.last_step) / max(self.stepping, 1e-9)
+    self.last_step, self.stepping = step, 0.0
     return {"perf/steps_per_sec": rate, "perf/wall_time_s": self.wall()}
 
-  def speed(self, step: int, total: int, rate: float) -> str:
+  def eta(self, step: int, rate: float) -> float:
+    """Seconds left: the steps at ``rate`` plus the action steps still to come."""
+    left = (self.total - step) / max(rate, 1e-9)
+    for kind, count in self.ahead.items():
+      took = self.spent.get(kind, [])[1:] or self.spent.get(kind, [])  # the first compiles
+      if count > 0 and took:
+        left += count * float(np.mean(took))
+    return left
+
+  def speed(self, step: int, rate: float) -> str:
     """"12.3 steps/s, ETA 1m05s"; the session's first interval includes compilation."""
     if self.first_step is not None:
       first, self.first_step = self.first_step, None
       return f"{step - first} step(s) in {time.time() - self.start:.1f}s incl. compilation"
-    return f"{rate:.1f} steps/s, ETA {fmt_duration((total - step) / max(rate, 1e-9))}"
+    return f"{rate:.1f} steps/s, ETA {fmt_duration(self.eta(step, rate))}"
 
   def wall(self) -> float:
     return self.wall_before + time.time() - self.start
@@ -92,10 +140,10 @@ def window_means(sums: dict) -> dict[str, float]:
 
 
 def progress_line(step: int, total: int, row: dict, task, speed: str) -> str:
-  """One console line: step, losses, primary metric, baselines, then ``speed``."""
+  """One console line: step, losses, primary metric, gradient norm, then ``speed`` (the
+  baselines are in the session's first line)."""
   names = dict.fromkeys(["train/loss", "eval/loss", f"eval/{task.primary_metric}", "grad/norm"])
   parts = [f"step {step}/{total}"] + [f"{n} {row[n]:.4g}" for n in names if n in row]
-  parts += [f"baseline {k} {v:.4g}" for k, v in task.baseline.items()]
   return " | ".join(parts + [speed])
 
 
@@ -207,12 +255,12 @@ class PeriodicActions:
 
   def __call__(self, state, stats, step: int):
     cfg, total = self.job.config.train, self.job.num_steps
-    log = itstime(step, cfg.log_every, total, first=True)
-    do_eval = itstime(step, cfg.eval_every, total)
-    save = itstime(step, cfg.checkpoint_every, total)
+    log, do_eval, save, _ = _due(step, cfg, total, self.job.plugins)
     acting = [p for p in self.job.plugins if itstime(step, p.every, total)]
     if not (log or do_eval or save or acting):
       return state
+    state.step.block_until_ready()
+    self.clock.pause(step)
     for run in self.runs:
       run.ckpt.check()  # a background save that failed stops the session here
     self._check_finite(state)
@@ -226,7 +274,7 @@ class PeriodicActions:
     if do_eval:
       for row, metrics in zip(rows, self.layout.evaluate(self.runs, state.params)):
         row.update(metrics)
-    if log or do_eval:
+    if log:
       self._write(rows, step)
     for i, run in enumerate(self.runs):
       if save and not run.failed:
@@ -234,6 +282,7 @@ class PeriodicActions:
     if not self.runs[0].failed:  # plugins refuse vmapping: one run here
       for plugin in acting:
         plugin.act(step, state)
+    self.clock.resume(step)
     return state
 
   def _check_finite(self, state):
@@ -246,7 +295,7 @@ class PeriodicActions:
   def _write(self, rows: list[dict], step: int):
     total = self.job.num_steps
     timing = self.clock.tick(step)
-    speed = self.clock.speed(step, total, timing["perf/steps_per_sec"])
+    speed = self.clock.speed(step, timing["perf/steps_per_sec"])
     for run, row in zip(self.runs, rows):
       if not run.failed:
         row.update(timing)
@@ -254,10 +303,11 @@ class PeriodicActions:
         run.console(progress_line(step, total, row, run.job.task, speed))
     if self.group_console is not None:
       active = [row for run, row in zip(self.runs, rows) if not run.failed]
-      key = f"eval/{self.job.task.primary_metric}"
-      values = [row[key] for row in active if key in row]
-      metric = (f" | {key} min {min(values):.4g} median {float(np.median(values)):.4g} "
-                f"max {max(values):.4g}" if values else "")
+      metric = ""
+      for key in ("train/loss", f"eval/{self.job.task.primary_metric}"):
+        values = [row[key] for row in active if key in row]
+        metric += (f" | {key} min {min(values):.4g} median {float(np.median(values)):.4g} "
+                   f"max {max(values):.4g}" if values else "")
       self.group_console(f"step {step}/{total} | {len(active)}/{len(self.runs)} runs "
                          f"active{metric} | {speed}")
 
@@ -276,8 +326,11 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
   """
   job = runs[0].job
   for run in runs:
-    run.writer = workdir_lib.MetricsWriter(run.workdir, start)
-  clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs))
+    run.writer = workdir_lib.MetricsWriter(
+        run.workdir, start, config_lib.resolved(run.job.config),
+        ("train/loss", "eval/loss", f"eval/{job.task.primary_metric}"))
+  clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs),
+                job.num_steps, lambda s: _due(s, job.config.train, job.num_steps, job.plugins))
   (group_console or runs[0].console)(layout.intro(runs, state, start))
   for plugin in job.plugins:
     plugin.start(job, runs[0].workdir, start, state)

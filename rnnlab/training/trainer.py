@@ -76,7 +76,14 @@ def finish(run: periodic.Run, **extra) -> dict:
   summary = {**summarize(run.job, run.writer.history, run.wall), **extra}
   workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.SUMMARY), summary)
   run.console(summary_line(summary))
+  run.console(outputs_line(run.workdir))
   return summary
+
+
+def outputs_line(workdir: str) -> str:
+  """Where a finished run's outputs are, and the commands that show them."""
+  return (f"Outputs in {workdir}: figures: python -m rnnlab.plots {workdir} ; "
+          f"TensorBoard: tensorboard --logdir {workdir}")
 
 
 @contextlib.contextmanager

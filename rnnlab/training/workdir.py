@@ -260,7 +260,7 @@ def _plain(value):
 
 
 def tensorboardx():
-  """tensorboardX's ``(EventsWriter, event_pb2, summary_pb2)``, imported without torch.
+  """tensorboardX's ``(EventsWriter, event_pb2, summary_pb2, summary)``, imported without torch.
 
   tensorboardX imports torch (seconds) when it is installed, only to recognise
   torch tensors; rnnlab logs floats. Unless torch is already loaded, it is
@@ -272,12 +272,13 @@ def tensorboardx():
   try:
     # pylint: disable=g-import-not-at-top
     from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX import summary
     from tensorboardX.proto import event_pb2
     from tensorboardX.proto import summary_pb2
   finally:
     if hide:
       del sys.modules["torch"]
-  return EventsWriter, event_pb2, summary_pb2
+  return EventsWriter, event_pb2, summary_pb2, summary
 
 
 class EventsFile:
@@ -291,7 +292,7 @@ class EventsFile:
   """
 
   def __init__(self, workdir: str, purge_step: int | None = None):
-    events_writer, self._event_pb2, self._summary_pb2 = tensorboardx()
+    events_writer, self._event_pb2, self._summary_pb2, self._summaries = tensorboardx()
     self._writer = events_writer(os.path.join(workdir, "events"))
     self.path = self._writer._file_name  # pylint: disable=protected-access
     if purge_step is not None:
@@ -309,6 +310,17 @@ class EventsFile:
         self._summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
     self._add(self._event_pb2.Event(step=int(step), summary=summary))
 
+  def config(self, config: dict, metrics: list[str]):
+    """The resolved config as text (TensorBoard's Text tab) and as hyperparameters (its
+    HParams tab, every field dotted, with ``metrics`` as the columns to compare)."""
+    text = json.dumps(config, indent=1, sort_keys=True)
+    self._add(self._event_pb2.Event(step=0, summary=self._summaries.text(
+        "config", "\n".join("    " + line for line in text.splitlines()))))
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+               for k, v in config_lib.flatten(config).items()}
+    for summary in self._summaries.hparams(hparams, {m: 0.0 for m in metrics})[:2]:
+      self._add(self._event_pb2.Event(step=0, summary=summary))  # experiment, session start
+
   def flush(self):
     self._writer.flush()
 
@@ -317,15 +329,23 @@ class EventsFile:
 
 
 class MetricsWriter:
-  """Appends rows to metrics.jsonl and TensorBoard; ``history`` holds all rows so far."""
+  """Appends rows to metrics.jsonl and TensorBoard; ``history`` holds all rows so far.
 
-  def __init__(self, workdir: str, resume_step: int):
+  A run that starts at step 0 also gives TensorBoard its ``config`` (text and
+  hyperparameters, compared on the metric names ``compare``).
+  """
+
+  def __init__(self, workdir: str, resume_step: int, config: dict | None = None,
+               compare: tuple[str, ...] = ()):
     self.path = os.path.join(workdir, METRICS)
     self.history = truncate_jsonl(self.path, resume_step)
     with storage("write", self.path):
       self._file = open(self.path, "a")
     with storage("write TensorBoard events in", workdir):
       self._tb = EventsFile(workdir, purge_step=resume_step + 1)
+      if config is not None and resume_step == 0:
+        self._tb.config(config, list(compare))
+        self._tb.flush()
 
   def write(self, step: int, row: dict):
     """One row for ``step``; the line is flushed before the next checkpoint is taken."""
