@@ -4,6 +4,8 @@
               metrics.jsonl         one JSON object per logged step: {"step": s, name: value}
               events.out.tfevents.* TensorBoard, the same rows
               checkpoints/<step>/   Orbax checkpoints of the whole training state
+              checkpoints_best/<step>/  the checkpoint of the best evaluation so far (on the
+                                    task's primary metric), kept beside the newest ones
               checkpoints_damaged/  checkpoints that failed verification, moved aside
               <artifact>.npy        arrays a task keeps with the run (psmnist's permutation)
               gradflow.jsonl        per-step ||dL/dh_t|| (the gradient-flow plugin)
@@ -28,6 +30,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 EVENTS = "events.out.tfevents.*"
 CHECKPOINTS = "checkpoints"
+CHECKPOINTS_BEST = "checkpoints_best"
 CHECKPOINTS_DAMAGED = "checkpoints_damaged"
 GRADFLOW = "gradflow.jsonl"
 SUMMARY = "summary.json"

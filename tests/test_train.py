@@ -191,6 +191,38 @@ def test_tensorboard_reads_the_scalars_config_and_hyperparameters(reference):
   assert {m.name.tag for m in experiment.metric_infos} == {"train/loss", "eval/loss"}
 
 
+def test_the_best_evaluation_is_kept_and_loads_by_name(reference):
+  """checkpoints_best/ holds the state of the best evaluation: evaluated again, it gives
+  exactly the best value summary.json names."""
+  workdir, summary, _ = reference
+  best = summary["best"]
+  assert best["checkpoint"] == f"checkpoints_best/{best['step']}"
+  assert os.listdir(os.path.join(workdir, workdir_lib.CHECKPOINTS_BEST)) == [str(best["step"])]
+  job, step, state = trainer.load(workdir)
+  assert step == best["step"] and int(state.step) == step
+  cfg = job.config.train
+  again = job_lib.evaluate(job_lib.make_eval_fn(job), state.params,
+                           job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size))
+  assert again["eval/loss"] == pytest.approx(best["eval/loss"], rel=1e-6)
+  _, step, latest = trainer.load(workdir, "latest")
+  assert step == N and int(latest.step) == N
+  assert int(trainer.load(workdir, 3)[2].step) == 3
+  with pytest.raises(CheckpointError, match="no checkpoint of step 5 .*steps there: 3, 6, 8"):
+    trainer.load(workdir, 5)
+  with pytest.raises(ValueError, match="'best', 'latest' or a step"):
+    trainer.load(workdir, "newest")
+
+
+def test_a_run_without_a_best_checkpoint_says_what_to_use(reference, tmp_path):
+  workdir = tmp_path / "old"
+  shutil.copytree(reference[0], workdir)
+  shutil.rmtree(workdir / workdir_lib.CHECKPOINTS_BEST)
+  with pytest.raises(CheckpointError, match="use which='latest'"):
+    trainer.load(str(workdir))
+  with pytest.raises(CheckpointError, match="holds no run"):
+    trainer.load(str(tmp_path / "nothing"))
+
+
 def test_a_restored_state_has_the_signature_of_a_fresh_one(reference):
   """Same avals, weak types too: a resumed run reuses the same program (no recompile)."""
   fresh = job_lib.init_state(job_lib.build(tiny_config()))
@@ -229,6 +261,9 @@ def test_sigkill_then_same_command_resumes_exactly(reference, env, tmp_path):
   assert_same_state(final_state(tiny_config(), workdir), final_state(tiny_config(), reference[0]))
   resumed_at = int(lines[0].split("step ")[1].split(" ")[0])
   assert (resumed_at + 1, {}, "START") in tb_events(workdir)  # TensorBoard purges later events
+  best = lambda w: sorted(os.listdir(os.path.join(w, workdir_lib.CHECKPOINTS_BEST)))
+  assert best(workdir) == best(reference[0])
+  assert_same_state(trainer.load(workdir)[2], trainer.load(reference[0])[2])
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

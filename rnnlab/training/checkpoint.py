@@ -74,13 +74,15 @@ class Checkpointer:
   """Saves and restores a training-state pytree; keeps the ``keep`` newest.
 
   ``record`` (a JSON-able dict, e.g. the resolved config) is stored with every
-  checkpoint; ``recorded()`` reads it back from the newest one.
+  checkpoint; ``recorded()`` reads it back from the newest one. ``folder`` is
+  the checkpoints' folder in the workdir (``checkpoints``, or ``checkpoints_best``
+  for the best evaluation's).
   """
 
   def __init__(self, workdir: str, keep: int, record: dict | None = None,
-               read_only: bool = False):
+               read_only: bool = False, folder: str = CHECKPOINTS):
     self.workdir = workdir
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+    self.directory = os.path.abspath(os.path.join(workdir, folder))
     self._record = record
     self._saving: int | None = None  # the step whose save may still be running
     _quiet_orbax()
@@ -228,6 +230,19 @@ class Checkpointer:
         f"No intact checkpoint to resume from in {self.directory} ({listing}).{moved} Nothing "
         "was trained. Pass --overwrite to start this run afresh from step 0, or use a new "
         "--workdir.")
+
+  def restore_step(self, step: int, template):
+    """The checkpoint of ``step``, verified, in the structure of ``template`` (nothing is
+    moved). Raises CheckpointError when it is missing, damaged or of another model."""
+    if step not in self.all_steps():
+      have = ", ".join(map(str, self.all_steps())) or "none"
+      raise CheckpointError(f"There is no checkpoint of step {step} in {self.directory} "
+                            f"(steps there: {have}).")
+    try:
+      return self._restore_step(step, template)
+    except _Damaged as err:
+      raise CheckpointError(f"The checkpoint of step {step} in {self.directory} is damaged: "
+                            f"{err}.") from err
 
   def _restore_step(self, step: int, template):
     try:

@@ -11,6 +11,13 @@ from __future__ import annotations
 import copy
 import json
 
+import ml_collections
+
+
+def from_resolved(values: dict):
+  """The locked ConfigDict of a resolved config (what config.json holds)."""
+  return ml_collections.ConfigDict(values).lock()
+
 
 def resolved(config) -> dict:
   """The config as plain JSON values (what config.json holds)."""

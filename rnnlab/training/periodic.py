@@ -6,7 +6,8 @@ After step s (1-based) of T, ``itstime`` decides each action:
                window means of the train metrics, this step's gradient statistics,
                the baselines (one console line each, always with the train loss)
     evaluate   every train.eval_every steps and at T: the task's held-out set
-    checkpoint every train.checkpoint_every steps and at T
+    checkpoint every train.checkpoint_every steps and at T; and at every evaluation that
+               beats the run's best so far, into checkpoints_best/ (one kept)
     plugins    every plugin.every steps and at T (``rnnlab.training.plugins``)
 
 Before any of them the first non-finite step, if any, stops the run: nothing
@@ -147,6 +148,10 @@ def progress_line(step: int, total: int, row: dict, task, speed: str) -> str:
   return " | ".join(parts + [speed])
 
 
+def pick_best(values: Sequence[float], higher_is_better: bool) -> float | None:
+  return (max if higher_is_better else min)(values) if values else None
+
+
 def nonfinite_message(step: int, ckpt: Checkpointer, run: str | None = None) -> str:
   """What a NaN/Inf at ``step`` means for the user and what to do."""
   where = f" (vmapped run {run})" if run else ""
@@ -171,13 +176,31 @@ class Run:
   console: Callable[[str], None]
   record_failure: bool = False
   ckpt: Checkpointer = None
+  best: Checkpointer = None
   writer: workdir_lib.MetricsWriter = None
   failed: str | None = None
   wall: float = 0.0
+  best_value: float | None = None
 
   def __post_init__(self):
+    record = config_lib.resolved(self.job.config)
     self.ckpt = Checkpointer(self.workdir, self.job.config.train.keep_checkpoints,
-                             record=config_lib.resolved(self.job.config))
+                             record=record)
+    self.best = Checkpointer(self.workdir, 1, record=record,
+                             folder=workdir_lib.CHECKPOINTS_BEST)
+
+  def improves(self, row: dict) -> bool:
+    """Whether ``row``'s primary held-out metric beats every earlier one (ties do not: the
+    best step is the first to reach the best value, as in summary.json)."""
+    key, task = f"eval/{self.job.task.primary_metric}", self.job.task
+    if key not in row:
+      return False
+    value = row[key]
+    if self.best_value is not None and not (
+        value > self.best_value if task.higher_is_better else value < self.best_value):
+      return False
+    self.best_value = value
+    return True
 
   @property
   def name(self) -> str:
@@ -198,10 +221,13 @@ class Run:
     """
     if self.ckpt is None:
       return
-    ckpt, self.ckpt = self.ckpt, None
+    (ckpt, best), self.ckpt, self.best = (self.ckpt, self.best), None, None
     if self.writer is not None:
       self.writer.close()
-    ckpt.close()
+    try:
+      ckpt.close()
+    finally:
+      best.close()
 
 
 class Single:
@@ -263,6 +289,7 @@ class PeriodicActions:
     self.clock.pause(step)
     for run in self.runs:
       run.ckpt.check()  # a background save that failed stops the session here
+      run.best.check()
     self._check_finite(state)
     rows = [{} for _ in self.runs]
     if log:
@@ -276,9 +303,11 @@ class PeriodicActions:
         row.update(metrics)
     if log:
       self._write(rows, step)
-    for i, run in enumerate(self.runs):
+    for i, (run, row) in enumerate(zip(self.runs, rows)):
       if save and not run.failed:
         run.ckpt.save(step, self.layout.part(state, i))
+      if do_eval and not run.failed and run.improves(row):
+        run.best.save(step, self.layout.part(state, i))
     if not self.runs[0].failed:  # plugins refuse vmapping: one run here
       for plugin in acting:
         plugin.act(step, state)
@@ -325,10 +354,12 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
   is its wall time across sessions.
   """
   job = runs[0].job
+  key = f"eval/{job.task.primary_metric}"
   for run in runs:
     run.writer = workdir_lib.MetricsWriter(
-        run.workdir, start, config_lib.resolved(run.job.config),
-        ("train/loss", "eval/loss", f"eval/{job.task.primary_metric}"))
+        run.workdir, start, config_lib.resolved(run.job.config), ("train/loss", "eval/loss", key))
+    run.best_value = pick_best([r[key] for r in run.writer.history if key in r],
+                               job.task.higher_is_better)
   clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs),
                 job.num_steps, lambda s: _due(s, job.config.train, job.num_steps, job.plugins))
   (group_console or runs[0].console)(layout.intro(runs, state, start))

@@ -21,8 +21,9 @@ import contextlib
 import os
 from typing import Callable, Sequence
 
-from rnnlab.errors import NonFiniteError, RunError
+from rnnlab.errors import CheckpointError, InvalidConfigError, NonFiniteError, RunError
 from rnnlab.training import checkpoint
+from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
 from rnnlab.training import periodic
 from rnnlab.training import workdir as workdir_lib
@@ -58,8 +59,9 @@ def summarize(job: job_lib.Job, history: list[dict], wall: float) -> dict:
   return {"task": task.describe(), "steps": final["step"], "primary_metric": key,
           "higher_is_better": task.higher_is_better, "baseline": base,
           "final": {k: v for k, v in final.items() if k.startswith("eval/")},
-          "best": {"step": best["step"], key: best[key]}, "beats_baseline": bool(beats),
-          "wall_time_s": wall}
+          "best": {"step": best["step"], key: best[key],
+                   "checkpoint": f"{workdir_lib.CHECKPOINTS_BEST}/{best['step']}"},
+          "beats_baseline": bool(beats), "wall_time_s": wall}
 
 
 def summary_line(summary: dict) -> str:
@@ -99,6 +101,45 @@ def close_on_exit(*runs: periodic.Run):
     raise
   for run in runs:
     run.close()
+
+
+def load(workdir: str, which="best"):
+  """``(job, step, state)`` of a run from its folder: the training state of its best
+  evaluation (``which="best"``), of its newest checkpoint (``"latest"``) or of a step
+  (an int), built from the run's config.json and verified. For sampling and analysis::
+
+      job, step, state = trainer.load("runs/default")
+      outputs = job.model.apply(state.params, batch, task=job.task, model_cfg=job.config.model,
+                                train=False, rng=None, step=step)
+
+  Raises CheckpointError (missing, damaged, or of another model) or InvalidConfigError.
+  """
+  if which not in ("best", "latest") and not isinstance(which, int):
+    raise ValueError(f"which must be 'best', 'latest' or a step number; got {which!r}.")
+  try:
+    values = workdir_lib.read_config(workdir)
+  except ValueError as err:
+    raise InvalidConfigError(f"{workdir}/{workdir_lib.CONFIG} cannot be read: {err}.") from err
+  if values is None:
+    raise CheckpointError(f"{workdir} holds no run ({workdir_lib.CONFIG} is missing).")
+  job = job_lib.build(config_lib.from_resolved(values))
+  template = job_lib.init_state(job)
+  folder = workdir_lib.CHECKPOINTS_BEST if which == "best" else workdir_lib.CHECKPOINTS
+  directory = os.path.join(workdir, folder)
+  none = CheckpointError(f"There is no checkpoint in {directory}" + (
+      " (runs written before rnnlab kept the best evaluation's checkpoint have none; use "
+      "which='latest')." if which == "best" else "."))
+  if not os.path.isdir(directory):
+    raise none
+  ckpt = checkpoint.Checkpointer(workdir, 1, read_only=True, folder=folder)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise none
+    step = which if isinstance(which, int) else steps[-1]
+    return job, step, ckpt.restore_step(step, template)
+  finally:
+    ckpt.close()
 
 
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,

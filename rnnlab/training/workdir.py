@@ -27,8 +27,9 @@ import numpy as np
 
 from rnnlab.errors import ConfigMismatchError, StorageError
 # The names and the plain readers are the core's (rnnlab.run_folder); re-exported here.
-from rnnlab.run_folder import (CHECKPOINTS, CHECKPOINTS_DAMAGED, CONFIG, EVENTS, FAILED,  # pylint: disable=unused-import
-                               GRADFLOW, LOG, METRICS, SUMMARY, read_json, read_jsonl)
+from rnnlab.run_folder import (CHECKPOINTS, CHECKPOINTS_BEST, CHECKPOINTS_DAMAGED, CONFIG,  # pylint: disable=unused-import
+                               EVENTS, FAILED, GRADFLOW, LOG, METRICS, SUMMARY, read_json,
+                               read_jsonl)
 from rnnlab.training import config as config_lib
 
 
@@ -146,7 +147,7 @@ def clear(workdir: str):
                  *glob.glob(os.path.join(workdir, "*.npy"))]:
       if os.path.exists(path):
         os.remove(path)
-    for folder in (CHECKPOINTS, CHECKPOINTS_DAMAGED):
+    for folder in (CHECKPOINTS, CHECKPOINTS_BEST, CHECKPOINTS_DAMAGED):
       if os.path.exists(os.path.join(workdir, folder)):
         shutil.rmtree(os.path.join(workdir, folder))
 
