@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rnnlab.sweeps import report
+from rnnlab.sweeps import execute, report
 from rnnlab.sweeps import spec
 from rnnlab.training import workdir as workdir_lib
 
@@ -128,7 +128,7 @@ def test_tiny_sweep_interrupted_then_completes(tmp_path):
   root = tmp_path / "sweep"
   dry = _launch(config, root, "--dry_run")
   out, _ = dry.communicate(timeout=120)
-  assert "4 runs." in out and "pending" in out
+  assert "4 runs: 4 pending." in out
 
   proc = _launch(config, root)  # killed (SIGKILL, whole group) after the first run finishes
   first = root / "cell=rnn,seed=0" / workdir_lib.SUMMARY
@@ -167,3 +167,42 @@ def test_tiny_sweep_interrupted_then_completes(tmp_path):
   agg = _launch(config, root, "--aggregate")
   out, _ = agg.communicate(timeout=120)
   assert (root / report.RESULTS).exists(), out
+
+
+def test_a_run_counts_as_done_only_for_the_config_it_ran_with(tmp_path):
+  config = _module(os.path.join(ROOT, "configs", "default.py")).get_config()
+  run = spec.Run("seed=0", (("seed", 0),))
+  expected = execute.expected_configs(config, [run])[run.name]
+  folder = tmp_path / run.name
+  folder.mkdir()
+  workdir_lib.write_json(str(folder / workdir_lib.SUMMARY), {"final": {}})
+  workdir_lib.write_json(str(folder / workdir_lib.CONFIG), expected)
+  assert execute.status(str(folder), expected) == "done"
+  other = {**expected, "train": {**expected["train"], "num_steps": 7}}
+  workdir_lib.write_json(str(folder / workdir_lib.CONFIG), other)
+  assert execute.status(str(folder), expected) == "other config"
+  assert execute.status(str(folder)) == "done"  # without a config to compare: as before
+
+
+def test_unfinished_runs_are_listed_compactly():
+  state = {f"cell=lstm,seed={i}": s for i, s in enumerate(
+      ["done", "pending", "pending", "partial", "failed", "other config"])}
+  line = report.not_done_line(state)
+  assert line.startswith("5 run(s) not done (1 other config, 1 failed, 1 partial, 2 pending): ")
+  assert "cell=lstm,seed=1, cell=lstm,seed=2, cell=lstm,seed=3 and 2 more" in line
+  assert "--dry_run" in line and "new --workdir" in line
+
+
+@pytest.mark.parametrize("values, bars", [({"lstm": 1, "gru": 2}, True), ({10: 1}, True),
+                                          ({10: 1, 20: 2}, False)])
+def test_categorical_or_single_values_are_bars_numeric_ones_lines(tmp_path, values, bars,
+                                                                  monkeypatch):
+  rows = [{"run": f"{x}-{seed}", "status": "done", "model.x": x, "seed": seed,
+           "final": y + seed / 10, "baseline": 0.5, "metric": "eval/loss"}
+          for x, y in values.items() for seed in (0, 1)]
+  drawn = []
+  monkeypatch.setattr(report.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+  assert report.plot(rows, "model.x", str(tmp_path / "x.png"))
+  ax = drawn[0].axes[0]
+  assert (len(ax.patches) == len(values)) == bars  # one bar per value, or lines
+  assert len(ax.lines) >= 2 * len(values)  # every seed's point is drawn

@@ -107,6 +107,11 @@ def test_classifier_reads_out_at_the_last_valid_step_or_at_every_step():
     np.testing.assert_allclose(out_all[i, :n], apply(every, alone)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_beating_the_baseline_takes_a_margin():
+  assert not trainer.beats_baseline(0.1276, 0.125, True) and trainer.beats_baseline(0.17, 0.125, True)
+  assert trainer.beats_baseline(0.158, 1 / 6, False) and not trainer.beats_baseline(0.16, 1 / 6, False)
+
+
 def test_itstime():
   at = lambda every, first=False: [s for s in range(1, 11) if periodic.itstime(s, every, 10, first)]
   assert at(3) == [3, 6, 9, 10]
@@ -166,7 +171,8 @@ def test_workdir_outputs(reference):
     assert json.load(f) == summary
   assert summary["steps"] == N and summary["primary_metric"] == "eval/loss"
   assert summary["final"]["eval/loss"] == got[-1]["eval/loss"]
-  assert summary["beats_baseline"] == (summary["final"]["eval/loss"] < 1 / 6)
+  assert summary["beats_baseline"] == (summary["final"]["eval/loss"] < 0.95 / 6)
+  assert summary["baseline_margin"] == 0.05
 
 
 def test_tensorboard_reads_the_scalars_config_and_hyperparameters(reference):

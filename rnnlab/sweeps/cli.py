@@ -26,20 +26,21 @@ def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = 
       raise ValueError(f"--vmap_group indices {bad} are not runs of this sweep "
                        f"(it has {len(runs)}).")
     return execute.run_group(config, root, runs, list(vmap_group))
+  expected = execute.expected_configs(config, runs)
+  state = {r.name: execute.status(os.path.join(root, r.name), expected[r.name]) for r in runs}
   if dry_run:
     for run in runs:
-      print(f"{execute.status(os.path.join(root, run.name)):8s} {run.name}", file=stream)
-    print(f"{len(runs)} runs.", file=stream)
+      print(f"{state[run.name]:12s} {run.name}", file=stream)
+    counts = report.count(state.values())
+    print(f"{len(runs)} runs: {counts}.", file=stream)
     return 0
   if not aggregate_only:
-    final = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
-                              vmap=vmap, all_runs=all_runs, stream=stream)
-    failed = [n for n, s in final.items() if s != "done"]
-  else:
-    failed = [r.name for r in runs if execute.status(os.path.join(root, r.name)) != "done"]
-  paths = report.aggregate(root, runs)
+    state = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
+                              vmap=vmap, all_runs=all_runs, stream=stream, expected=expected)
+  paths = report.aggregate(root, runs, expected=expected)
   print(f"[sweep] wrote {paths['results']} and {paths['summary']}"
         f"{' and ' + ', '.join(paths['figures']) if paths['figures'] else ''}.", file=stream)
-  if failed:
-    print(f"[sweep] {len(failed)} run(s) not done: {', '.join(failed)}.", file=stream)
-  return 1 if failed else 0
+  not_done = [n for n, s in state.items() if s != "done"]
+  if not_done:
+    print(f"[sweep] {report.not_done_line(state)}", file=stream)
+  return 1 if not_done else 0

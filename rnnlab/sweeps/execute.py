@@ -30,18 +30,35 @@ LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 VMAP_LOGS = "_vmap"
 
 
-def status(run_dir: str) -> str:
-  """'done', 'failed', 'partial' (has started) or 'pending'.
+def expected_configs(config, runs: list[spec.Run]) -> dict[str, dict]:
+  """{run name: the resolved config the sweep runs it with} (``config`` holds the
+  command line's ``--config.*`` flags, each run adds its overrides)."""
+  return {r.name: config_lib.resolved(config_lib.with_overrides(config, r.as_dict()))
+          for r in runs}
 
-  A summary.json that does not parse (a damaged file) counts as 'partial': running the
-  run again resumes from its last checkpoint and writes the summary anew.
+
+def status(run_dir: str, expected: dict | None = None) -> str:
+  """'done', 'other config', 'failed', 'partial' (has started) or 'pending'.
+
+  A run is done only for the config it ran with: with ``expected`` (its resolved
+  config in this sweep), a finished run whose config.json differs is 'other config'
+  (run again, it stops with the fields that differ; give the sweep another --workdir).
+  A summary.json that does not parse (a damaged file) counts as 'partial': running
+  the run again resumes from its last checkpoint and writes the summary anew.
   """
   if os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
     try:
       workdir.read_json(os.path.join(run_dir, workdir.SUMMARY))
-      return "done"
     except (OSError, ValueError):
       return "partial"
+    if expected is not None:
+      try:
+        recorded = workdir.read_config(run_dir)
+      except ValueError:
+        recorded = None
+      if recorded is None or config_lib.diff(recorded, expected):
+        return "other config"
+    return "done"
   if os.path.exists(os.path.join(run_dir, workdir.FAILED)):
     return "failed"
   return "partial" if os.path.isdir(run_dir) else "pending"
@@ -150,7 +167,8 @@ def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: l
 
 def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 1,
               retry_failed: bool = True, extra_flags=(), vmap: int = 0,
-              all_runs: list[spec.Run] | None = None, stream=sys.stdout) -> dict[str, str]:
+              all_runs: list[spec.Run] | None = None, stream=sys.stdout,
+              expected: dict[str, dict] | None = None) -> dict[str, str]:
   """Runs every unfinished run of the sweep; returns {name: final status}.
 
   Finished runs are skipped. Interrupted runs restart with the same command and
@@ -159,12 +177,13 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
   rate, clip threshold, forget bias; see ``rnnlab.training.vmapped``) train together,
   up to ``vmap`` per process, in one vmapped program. ``all_runs``: the whole
   expansion when ``runs`` is a selection of it (``--only``; group processes
-  name their runs by index in it).
+  name their runs by index in it). ``expected``: ``expected_configs``, so that a run
+  finished with another config is not taken for done.
   """
   os.makedirs(root, exist_ok=True)
   spec.write_manifest(config_path, root, runs)
-  todo = [r for r in runs if status(os.path.join(root, r.name)) != "done"
-          and (retry_failed or status(os.path.join(root, r.name)) != "failed")]
+  state = lambda r: status(os.path.join(root, r.name), (expected or {}).get(r.name))
+  todo = [r for r in runs if state(r) != "done" and (retry_failed or state(r) != "failed")]
   progress = _Progress(len(runs), len(runs) - len(todo), stream)
   units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
   index = {r.name: i for i, r in enumerate(all_runs or runs)}
@@ -196,7 +215,7 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
     for part in pool.map(one, units):
       results.update(part)
-  return {r.name: results.get(r.name, status(os.path.join(root, r.name))) for r in runs}
+  return {r.name: results.get(r.name, state(r)) for r in runs}
 
 
 def run_group(config, root: str, runs: list[spec.Run], indices: list[int]) -> int:

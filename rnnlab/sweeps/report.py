@@ -3,7 +3,9 @@
 ``launch.py --sweep`` aggregates after running; ``--aggregate`` only aggregates.
 An arm is a run's overrides other than the seed; each arm's line gives the
 mean ± standard deviation over its seeds of the final and best held-out
-primary metric, and how many runs beat the task's trivial baseline.
+primary metric, and how many runs beat the task's trivial baseline by the margin
+of ``trainer.beats_baseline``. A numeric swept field is drawn as lines against
+its values, any other (cell names, a single value) as bars with every seed's point.
 """
 
 from __future__ import annotations
@@ -15,25 +17,34 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from rnnlab.sweeps import execute, spec
+from rnnlab.training import trainer
 from rnnlab.training import workdir
 
 RESULTS = "results.csv"
 SUMMARY_MD = "summary.md"
 
 
-def collect(root: str, runs: list[spec.Run] | None = None) -> list[dict]:
-  """One row per run: its overrides, status, final/best metrics and wall time."""
+def collect(root: str, runs: list[spec.Run] | None = None,
+            expected: dict[str, dict] | None = None) -> list[dict]:
+  """One row per run: its overrides, status, final/best metrics and wall time.
+
+  ``expected`` (``execute.expected_configs``): runs finished with another config are
+  not counted as done.
+  """
   runs = runs if runs is not None else spec.load_manifest(root)
   rows = []
   for run in runs:
     run_dir = os.path.join(root, run.name)
-    row = {"run": run.name, **run.as_dict(), "status": execute.status(run_dir)}
+    row = {"run": run.name, **run.as_dict(),
+           "status": execute.status(run_dir, (expected or {}).get(run.name))}
     if row["status"] == "done":
       s = workdir.read_json(os.path.join(run_dir, workdir.SUMMARY))
+      final = s["final"][s["primary_metric"]]
       row.update({
-          "metric": s["primary_metric"], "final": s["final"][s["primary_metric"]],
+          "metric": s["primary_metric"], "final": final,
           "best": s["best"][s["primary_metric"]], "best_step": s["best"]["step"],
-          "baseline": s["baseline"], "beats_baseline": s["beats_baseline"],
+          "baseline": s["baseline"],
+          "beats_baseline": trainer.beats_baseline(final, s["baseline"], s["higher_is_better"]),
           "higher_is_better": s["higher_is_better"], "steps": s["steps"],
           "wall_time_s": round(s["wall_time_s"], 1)})
       row.update({f"final_{k.split('/', 1)[-1]}": v for k, v in s["final"].items()})
@@ -110,30 +121,41 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], x_key: str, path: str, value: str = "final") -> str | None:
-  """Metric against a swept field, one line per remaining arm, mean and std band over seeds."""
+  """Metric against a swept field: lines (mean, std band) for a numeric field with more
+  than one value, grouped bars (mean, std) otherwise; every seed is a point."""
   done = [r for r in rows if r["status"] == "done" and x_key in r]
   if not done:
     return None
-  lines: dict[tuple, dict] = {}
+  arms: dict[tuple, dict] = {}
   keys = [k for k in dict.fromkeys(k for r in done for k in r if "." in k) if k != x_key]
   for row in done:
-    lines.setdefault(arm_of(row, keys), {}).setdefault(row[x_key], []).append(row[value])
+    arms.setdefault(arm_of(row, keys), {}).setdefault(row[x_key], []).append(row[value])
+  xs = sorted({r[x_key] for r in done}, key=_sort_key)
+  numeric = len(xs) > 1 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                for x in xs)
   fig = Figure(figsize=(6.5, 4.2))
   ax = fig.subplots()
-  for arm, by_x in sorted(lines.items(), key=lambda kv: str(kv[0])):
-    xs = sorted(by_x, key=_sort_key)
-    stats = [mean_std(by_x[x]) for x in xs]
-    means = [m for m, _ in stats]
-    stds = [s for _, s in stats]
+  width = 0.8 / max(len(arms), 1)
+  for n, (arm, by_x) in enumerate(sorted(arms.items(), key=lambda kv: str(kv[0]))):
     label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in arm) or value
-    pos = list(range(len(xs))) if not all(isinstance(x, (int, float)) for x in xs) else xs
-    ax.plot(pos, means, marker="o", label=label)
-    ax.fill_between(pos, [m - s for m, s in zip(means, stds)],
-                    [m + s for m, s in zip(means, stds)], alpha=0.2)
-    if pos is not xs:
-      ax.set_xticks(pos, [str(x) for x in xs])
-  base = done[0]["baseline"]
-  ax.axhline(base, color="k", linestyle="--", linewidth=1, label="baseline")
+    color = f"C{n % 10}"
+    at = [x for x in xs if x in by_x]
+    stats = [mean_std(by_x[x]) for x in at]
+    means, stds = [m for m, _ in stats], [s for _, s in stats]
+    if numeric:
+      ax.plot(at, means, marker="o", color=color, label=label)
+      ax.fill_between(at, [m - s for m, s in zip(means, stds)],
+                      [m + s for m, s in zip(means, stds)], color=color, alpha=0.2)
+      pos = at
+    else:
+      pos = [xs.index(x) + (n - (len(arms) - 1) / 2) * width for x in at]
+      ax.bar(pos, means, width * 0.9, yerr=stds, color=color, alpha=0.6, capsize=3,
+             label=label)
+    for p, x in zip(pos, at):
+      ax.plot([p] * len(by_x[x]), by_x[x], ".", color=color, markersize=5, alpha=0.8)
+  if not numeric:
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+  ax.axhline(done[0]["baseline"], color="k", linestyle="--", linewidth=1, label="baseline")
   ax.set_xlabel(x_key)
   ax.set_ylabel(f"{value} {done[0]['metric']}")
   ax.legend(fontsize=7)
@@ -147,9 +169,30 @@ def _sort_key(x):
   return (0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x))
 
 
-def aggregate(root: str, runs: list[spec.Run] | None = None, x_keys: tuple[str, ...] = ()) -> dict:
+STATUSES = ("done", "other config", "failed", "partial", "pending")
+
+
+def count(statuses) -> str:
+  """"3 done, 2 pending": how many runs are in each status."""
+  statuses = list(statuses)
+  return ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if s in statuses)
+
+
+def not_done_line(state: dict[str, str], show: int = 3) -> str:
+  """One line for the runs not done: their count by status and the first few names."""
+  names = [n for n, s in state.items() if s != "done"]
+  listed = ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show
+                                      else "")
+  other = (" Runs done with another config: run the sweep in a new --workdir."
+           if "other config" in state.values() else "")
+  return (f"{len(names)} run(s) not done ({count(s for s in state.values() if s != 'done')}): "
+          f"{listed}; --dry_run lists every run's status.{other}")
+
+
+def aggregate(root: str, runs: list[spec.Run] | None = None, x_keys: tuple[str, ...] = (),
+              expected: dict[str, dict] | None = None) -> dict:
   """Writes results.csv, summary.md and one figure per swept field; returns the paths."""
-  rows = collect(root, runs)
+  rows = collect(root, runs, expected)
   write_csv(rows, os.path.join(root, RESULTS))
   swept = [k for k in dict.fromkeys(k for r in rows for k in r if "." in k)
            if len({str(r.get(k)) for r in rows}) > 1]
@@ -158,13 +201,19 @@ def aggregate(root: str, runs: list[spec.Run] | None = None, x_keys: tuple[str, 
     path = plot(rows, key, os.path.join(root, f"{key.replace('.', '_')}.png"))
     if path:
       figures.append(path)
-  counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "partial", "pending")}
+  margin = f"{trainer.BASELINE_MARGIN:.0%}"
   text = [f"# Sweep summary: {root}", "",
-          f"Runs: {len(rows)} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}). "
+          f"Runs: {len(rows)} ({count(r['status'] for r in rows)}). "
           "Final and best held-out primary metric, mean ± standard deviation over seeds; "
           "'beat baseline' counts runs whose final metric beats the task's trivial baseline "
-          "(failed runs count as not beating it); mean and std are over the runs done.",
+          f"by at least {margin} of the gap to a perfect score (a loss below "
+          f"{1 - trainer.BASELINE_MARGIN:g} x the baseline, an accuracy above baseline + "
+          f"{trainer.BASELINE_MARGIN:g} x (1 - baseline)); failed runs count as not beating "
+          "it; mean and std are over the runs done.",
           "", summary_table(rows)]
+  state = {r["run"]: r["status"] for r in rows}
+  if any(s != "done" for s in state.values()):
+    text += [not_done_line(state), ""]
   text += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
   failures = [r for r in rows if r["status"] == "failed"]
   if failures:
