@@ -160,6 +160,21 @@ def _linear_scan(cell, params, xs, carry, mask, reverse, parallel, unroll, retur
   return final, back(ys)
 
 
+def _check_dtypes(xs, params, carry):
+  """The step computes in the promoted dtype of inputs and parameters; a carry of another
+  dtype would change type through time, which lax.scan refuses with a raw error."""
+  computed = jnp.result_type(xs.dtype, *(p.dtype for p in jax.tree.leaves(params)))
+  carried = {a.dtype for a in jax.tree.leaves(carry)}
+  if carried != {computed}:
+    names = lambda ds: "/".join(sorted(str(d) for d in ds))
+    raise ValueError(
+        f"dtypes do not agree: inputs {xs.dtype}, parameters "
+        f"{names({p.dtype for p in jax.tree.leaves(params)})} and carry {names(carried)}; a "
+        f"step would compute in {computed} and change the carry's dtype. Cast the inputs to "
+        "the parameters' dtype (or the parameters to the inputs'), and pass carries of that "
+        "dtype; rnnlab.layers.Recurrent(dtype=...) does this for you.")
+
+
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
          remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
@@ -207,6 +222,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   mask = resolve_mask(xs, lengths, mask)
   if carry is None:
     carry = cell.init_carry(params, batch_shape)
+  _check_dtypes(xs, params, carry)
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
   carry = jax.tree.map(flat, carry)
   linear = resolve_parallel(cell, parallel)
@@ -290,18 +306,23 @@ def make_stack(cell: str, hidden_size: int, num_layers: int = 1, *, bidirectiona
                tuple(sorted(cell_options.items())))
 
 
+def init_layer(key: jax.Array, stack: Stack, input_size: int, dtype=jnp.float32) -> dict:
+  """One layer's parameters: {"fwd": cell params[, "bwd": cell params]}."""
+  cell = cells_lib.get_cell(stack.cell)
+  return {d: cell.init(k, input_size, stack.hidden_size, dtype=dtype, **dict(stack.cell_options))
+          for d, k in zip(stack.directions, jax.random.split(key, len(stack.directions)))}
+
+
+def layer_input_sizes(stack: Stack, input_size: int) -> list[int]:
+  """The input size of each layer: D for the first, the stack's output size after it."""
+  return [input_size] + [stack.output_size] * (stack.num_layers - 1)
+
+
 def init_stack(key: jax.Array, stack: Stack, input_size: int, dtype=jnp.float32):
   """Parameters: a list over layers of {"fwd": cell params[, "bwd": cell params]}."""
-  cell = cells_lib.get_cell(stack.cell)
-  layers = []
-  size = input_size
-  for layer_key in jax.random.split(key, stack.num_layers):
-    dir_keys = jax.random.split(layer_key, len(stack.directions))
-    layers.append({d: cell.init(k, size, stack.hidden_size, dtype=dtype,
-                                **dict(stack.cell_options))
-                   for d, k in zip(stack.directions, dir_keys)})
-    size = stack.output_size
-  return layers
+  return [init_layer(k, stack, size, dtype)
+          for k, size in zip(jax.random.split(key, stack.num_layers),
+                             layer_input_sizes(stack, input_size))]
 
 
 def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
