@@ -84,22 +84,99 @@ def test_engine_matches_flax_rnn_with_seq_lengths(reverse):
 def test_recurrent_layer_is_the_engine(eager):
   model = layers.Recurrent("gru", H, num_layers=2, bidirectional=True, residual=True)
   xs, lengths = random_inputs(), np.array([5, 2, 4])
-  shapes = jax.eval_shape(lambda: model.init(KEY, xs, lengths=lengths))
+  shapes = jax.eval_shape(lambda: model.init(KEY, xs, lengths=lengths))["params"]
   stack = engine.make_stack("gru", H, 2, bidirectional=True, residual=True)
   expected = jax.eval_shape(lambda: engine.init_stack(KEY, stack, D))
-  assert jax.tree.structure(shapes["params"]["layers"]) == jax.tree.structure(expected)
+  assert sorted(shapes) == ["layers_0", "layers_1"]  # one collection per layer and direction
+  assert jax.tree.structure(layers.engine_params(shapes)) == jax.tree.structure(expected)
   params = randomized(expected)
-  finals, ys, last = model.apply({"params": {"layers": params}}, xs, lengths=lengths)
+  variables = {"params": {f"layers_{i}": p for i, p in enumerate(params)}}
+  finals, ys, last = model.apply(variables, xs, lengths=lengths)
   ref_finals, ref_ys = engine.apply_stack(stack, params, xs, lengths=lengths)
   np.testing.assert_array_equal(ys, ref_ys)
   np.testing.assert_array_equal(last, engine.last_hidden(stack, ref_finals))
+  carry, ys_pair = model.apply(variables, xs, lengths=lengths, return_carry=True)  # as nn.RNN
+  np.testing.assert_array_equal(ys_pair, ref_ys)
+  jax.tree.map(np.testing.assert_array_equal, carry, ref_finals)
+
+
+def test_recurrent_layer_returns_carry_and_outputs_like_nn_rnn():
+  """Same weights, same (carry, outputs) as flax.linen.RNN(GRUCell, return_carry=True)."""
+  xs, lengths = random_inputs(), np.array([5, 2, 4])
+  flax_rnn = nn.RNN(nn.GRUCell(H), return_carry=True)
+  flax_vars = randomized(flax_rnn.init(KEY, xs))
+  flax_carry, flax_ys = flax_rnn.apply(flax_vars, xs, seq_lengths=lengths)
+  ours = layers.Recurrent("gru", H, return_carry=True)
+  params = {"layers_0": {"fwd": gru_from_flax(flax_vars["params"]["cell"])}}
+  carry, ys = ours.apply({"params": params}, xs, lengths=lengths)
+  valid = np.arange(T)[None] < lengths[:, None]
+  np.testing.assert_allclose(np.asarray(ys)[valid], np.asarray(flax_ys)[valid], **TOL)
+  np.testing.assert_allclose(carry[0]["fwd"], flax_carry, **TOL)
 
 
 def test_recurrent_layer_passes_cell_options_to_init(eager):
   # Deterministic initialisers only, so the expected values are known exactly.
   options = {"forget_bias": 2.0, "recurrent_init": "identity", "input_init": "zeros"}
   model = layers.Recurrent("lstm", H, cell_options=options)
-  params = model.init(KEY, random_inputs()[:1])["params"]["layers"][0]["fwd"]
+  params = model.init(KEY, random_inputs()[:1])["params"]["layers_0"]["fwd"]
   np.testing.assert_array_equal(np.split(params["b"], 4)[1], np.full(H, 2.0))
   np.testing.assert_array_equal(params["w_h"], np.tile(np.eye(H), 4))
   assert not params["w_x"].any()
+
+
+def test_dtypes_follow_flax_layers():
+  xs = random_inputs()
+  low = layers.Recurrent("lstm", H, param_dtype=jnp.bfloat16)  # bf16 weights, f32 inputs
+  variables = low.init(KEY, xs)
+  assert jax.tree.leaves(variables)[0].dtype == jnp.bfloat16
+  _, ys, last = low.apply(variables, xs)
+  assert ys.dtype == jnp.float32 and last.dtype == jnp.float32  # promoted, as Flax does
+  _, ys16, _ = layers.Recurrent("lstm", H, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16).apply(
+      variables, xs)
+  assert ys16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(ys16, np.float32), ys, atol=0.05)
+
+
+def test_the_engine_names_mixed_dtypes_and_what_to_cast():
+  params = engine.init_stack(KEY, engine.make_stack("gru", H), D, jnp.bfloat16)[0]["fwd"]
+  with pytest.raises(ValueError, match="inputs float32, parameters bfloat16 and carry "
+                     "bfloat16.*Cast the inputs"):
+    engine.scan("gru", params, jnp.asarray(random_inputs()))
+
+
+def test_a_cell_object_is_accepted_and_registered_once():
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  mine = dataclasses.replace(cells.get_cell("gru"), name="gru_test_copy")
+  xs = random_inputs()
+  variables = layers.Recurrent(mine, H).init(KEY, xs)
+  _, ys, _ = layers.Recurrent(mine, H).apply(variables, xs)
+  assert ys.shape == (B, T, H) and "gru_test_copy" in cells.names()
+  with pytest.raises(ValueError, match="Another cell is registered as 'gru'"):
+    layers.Recurrent(dataclasses.replace(mine, name="gru"), H).init(KEY, xs)
+
+
+def test_nnx_module_is_the_same_engine_and_trains():
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  xs, lengths = jnp.asarray(random_inputs()), jnp.array([5, 2, 4])
+  model = layers.RecurrentNNX("lstm", D, H, num_layers=2, bidirectional=True,
+                              rngs=nnx.Rngs(0))
+  state = nnx.state(model, nnx.Param)
+  assert sorted(state) == ["layers_0", "layers_1"] and sorted(state["layers_0"]) == ["bwd", "fwd"]
+  finals, ys, last = model(xs, lengths=lengths)
+  ref_finals, ref_ys = engine.apply_stack(model.stack, model.engine_params(), xs,
+                                          lengths=lengths)
+  np.testing.assert_array_equal(ys, ref_ys)
+  np.testing.assert_array_equal(last, engine.last_hidden(model.stack, ref_finals))
+  assert len(model(xs, return_carry=True)) == 2
+
+  @nnx.jit
+  def step(model, xs):
+    loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(xs)[2] ** 2))(model)
+    nnx.update(model, jax.tree.map(lambda p, g: p - 0.1 * g, nnx.state(model, nnx.Param),
+                                   grads))
+    return loss
+
+  first = step(model, xs)
+  for _ in range(5):
+    loss = step(model, xs)
+  assert loss < first
