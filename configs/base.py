@@ -10,6 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from rnnlab import cells, tasks
+from rnnlab.training import tracking
 
 
 def model() -> ml_collections.ConfigDict:
@@ -87,6 +88,7 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   config.optim = optim()                        # optimizer, schedule, clipping (rnnlab.training.optim)
   config.train = train()                        # batch, steps, logging and checkpoint periods
   config.gradflow = gradflow()                  # gradient-flow measurement during training
+  config.wandb = tracking.default_config()      # optional W&B tracking (rnnlab.training.tracking)
   return config
 
 

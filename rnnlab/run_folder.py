@@ -13,6 +13,7 @@
               log.txt               the console, when the run is one of a sweep
               failed.json           why a sweep's run failed
 
+              wandb_id, wandb/      the W&B run's id and its local files (config.wandb)
               curves.png, gradflow.png  figures of ``python -m rnnlab.plots WORKDIR``
 
 A sweep's folder holds one run folder per run (and its own sweep.json,
@@ -36,6 +37,8 @@ GRADFLOW = "gradflow.jsonl"
 SUMMARY = "summary.json"
 LOG = "log.txt"
 FAILED = "failed.json"
+WANDB_ID = "wandb_id"
+WANDB = "wandb"
 CURVES = "curves.png"
 GRADFLOW_FIGURE = "gradflow.png"
 

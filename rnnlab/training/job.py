@@ -33,7 +33,7 @@ import optax
 from rnnlab import models, tasks
 from rnnlab.checks import check_int
 from rnnlab.errors import DataNotFoundError, InvalidConfigError
-from rnnlab.training import analyses, optim
+from rnnlab.training import analyses, optim, tracking
 from rnnlab.training import config as config_lib
 from rnnlab.training.plugins import Plugin
 
@@ -121,6 +121,8 @@ def validate(config):
   _validate_train(config.train)
   optim.validate(config.optim, config.train.num_steps)
   analyses.validate(config)
+  if "wandb" in config:
+    tracking.validate(config.wandb)
 
 
 def build(config, plugins: Sequence[Plugin] = ()) -> Job:

@@ -34,6 +34,7 @@ import numpy as np
 from rnnlab.errors import NonFiniteError
 from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
+from rnnlab.training import tracking
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.training.checkpoint import Checkpointer
 
@@ -356,8 +357,10 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
   job = runs[0].job
   key = f"eval/{job.task.primary_metric}"
   for run in runs:
+    resolved = config_lib.resolved(run.job.config)
     run.writer = workdir_lib.MetricsWriter(
-        run.workdir, start, config_lib.resolved(run.job.config), ("train/loss", "eval/loss", key))
+        run.workdir, start, resolved, ("train/loss", "eval/loss", key),
+        tracker=tracking.open_run(run.job.config, resolved, run.workdir))
     run.best_value = pick_best([r[key] for r in run.writer.history if key in r],
                                job.task.higher_is_better)
   clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs),

@@ -28,8 +28,8 @@ import numpy as np
 from rnnlab.errors import ConfigMismatchError, StorageError
 # The names and the plain readers are the core's (rnnlab.run_folder); re-exported here.
 from rnnlab.run_folder import (CHECKPOINTS, CHECKPOINTS_BEST, CHECKPOINTS_DAMAGED, CONFIG,  # pylint: disable=unused-import
-                               EVENTS, FAILED, GRADFLOW, LOG, METRICS, SUMMARY, read_json,
-                               read_jsonl)
+                               EVENTS, FAILED, GRADFLOW, LOG, METRICS, SUMMARY, WANDB,
+                               WANDB_ID, read_json, read_jsonl)
 from rnnlab.training import config as config_lib
 
 
@@ -140,14 +140,14 @@ def truncate_jsonl(path: str, last_step: int) -> list[dict]:
 
 def clear(workdir: str):
   """Removes everything an earlier run wrote: config, metrics, events, checkpoints, artifacts."""
-  names = [CONFIG, METRICS, SUMMARY, GRADFLOW, FAILED]
+  names = [CONFIG, METRICS, SUMMARY, GRADFLOW, FAILED, WANDB_ID]
   with storage("clear the earlier run in", workdir):
     for path in [*(os.path.join(workdir, n) for n in names),
                  *glob.glob(os.path.join(workdir, EVENTS)),
                  *glob.glob(os.path.join(workdir, "*.npy"))]:
       if os.path.exists(path):
         os.remove(path)
-    for folder in (CHECKPOINTS, CHECKPOINTS_BEST, CHECKPOINTS_DAMAGED):
+    for folder in (CHECKPOINTS, CHECKPOINTS_BEST, CHECKPOINTS_DAMAGED, WANDB):
       if os.path.exists(os.path.join(workdir, folder)):
         shutil.rmtree(os.path.join(workdir, folder))
 
@@ -337,7 +337,8 @@ class MetricsWriter:
   """
 
   def __init__(self, workdir: str, resume_step: int, config: dict | None = None,
-               compare: tuple[str, ...] = ()):
+               compare: tuple[str, ...] = (), tracker=None):
+    self._tracker = tracker  # e.g. tracking.WandbRun: log(step, row), close()
     self.path = os.path.join(workdir, METRICS)
     self.history = truncate_jsonl(self.path, resume_step)
     with storage("write", self.path):
@@ -360,10 +361,13 @@ class MetricsWriter:
     with storage("write", self._tb.path, advice):
       self._tb.scalars(step, {k: v for k, v in row.items() if k != "step"})
       self._tb.flush()
+    if self._tracker is not None:
+      self._tracker.log(step, row)
     self.history.append(row)
 
   def close(self):
-    for closing in (self._file.close, self._tb.close):
+    closers = [self._file.close, self._tb.close] + ([self._tracker.close] if self._tracker else [])
+    for closing in closers:
       with contextlib.suppress(OSError):  # a write already failed and was reported
         closing()
 
