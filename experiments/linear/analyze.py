@@ -56,22 +56,24 @@ def extra(task: str, root: str, rows: list[dict], results: dict, out: str):
   curves = {r["run"]: _curve(root, r, metric) for r in rows if r["status"] != "pending"}
   lengths = sorted({r["task.seq_len"] for r in rows})
   print(f"\nFirst evaluation that meets {criterion} (every 250 steps): median step and "
-        "median wall time of the runs that did (solved / runs). Wall time is that of the "
-        "vmapped group of 3 seeds.\n")
+        "median wall time of the finished runs that did (solved / finished runs). Wall time "
+        "is that of the vmapped group of 3 seeds.\n")
   print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
   print("|---|" + "---|" * len(lengths))
   solved = {}
   for name, members in report.arms(rows, label).items():
     cells = []
     for t in lengths:
-      at = [r for r in members if r["task.seq_len"] == t]
+      at = [r for r in members if r["task.seq_len"] == t and r["status"] == "done"]
       hits = [first_solved(task, curves.get(r["run"], [])) for r in at]
       hits = [h for h in hits if h is not None]
-      if hits:
+      if not at:
+        cells.append("not finished")
+      elif hits:
         step, wall = np.median([h[0] for h in hits]), np.median([h[1] for h in hits])
         cells.append(f"{step:.0f} / {wall / 60:.1f} min ({len(hits)}/{len(at)})")
       else:
-        cells.append(f"— (0/{len(at)})")
+        cells.append(f"never (0/{len(at)})")
       solved[f"{name}, T={t}"] = {"runs": len(at), "solved": len(hits),
                                   "steps": [h[0] for h in hits],
                                   "wall_time_s": [round(h[1], 1) for h in hits]}
@@ -90,6 +92,9 @@ def extra(task: str, root: str, rows: list[dict], results: dict, out: str):
       values = np.array([[v for _, _, v in c[:n]] for c in at])
       (line,) = ax.plot(steps, values.mean(0), label=name)
       ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    base = next((r["baseline"] for r in rows if r.get("baseline") is not None), None)
+    if base is not None:
+      ax.axhline(base, color="k", linestyle="--", linewidth=1, label="baseline")
     ax.set_title(f"{task} T = {t}", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylabel(f"held-out {metric}")

@@ -95,6 +95,12 @@ def fmt_mean_std(mean: float, std: float, digits: str = ".4g", std_digits: str =
   return f"{mean:{digits}} ± {std:{std_digits}}"
 
 
+def arm_name(arm: tuple) -> str:
+  """"cell=lru, r_min=0.99": the arm's fields by their last name; a field an arm leaves at
+  None (an option other arms set) is left out."""
+  return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in arm if v is not None)
+
+
 def summary_table(rows: list[dict]) -> str:
   """Markdown: one line per arm, mean +- std over seeds of the final and best metric."""
   lines = ["| arm | metric | final (mean ± std) | best (mean ± std) | baseline | "
@@ -103,7 +109,7 @@ def summary_table(rows: list[dict]) -> str:
   for arm, members in group(rows).items():
     done = [r for r in members if r["status"] == "done"]
     failed = sum(r["status"] == "failed" for r in members)
-    name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in arm) or "(all)"
+    name = arm_name(arm) or "(all)"
     if not done:
       lines.append(f"| {name} | | | | | | 0 / {failed} | |")
       continue
@@ -137,7 +143,7 @@ def plot(rows: list[dict], x_key: str, path: str, value: str = "final") -> str |
   ax = fig.subplots()
   width = 0.8 / max(len(arms), 1)
   for n, (arm, by_x) in enumerate(sorted(arms.items(), key=lambda kv: str(kv[0]))):
-    label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in arm) or value
+    label = arm_name(arm) or value
     color = f"C{n % 10}"
     at = [x for x in xs if x in by_x]
     stats = [mean_std(by_x[x]) for x in at]
