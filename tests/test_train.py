@@ -107,6 +107,16 @@ def test_classifier_reads_out_at_the_last_valid_step_or_at_every_step():
     np.testing.assert_allclose(out_all[i, :n], apply(every, alone)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_the_last_line_says_how_to_install_tensorboard_when_it_is_missing(monkeypatch):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  assert "install" not in trainer.outputs_line("runs/x")
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "tensorboard" else real(name, *a))
+  assert trainer.outputs_line("runs/x").endswith(
+      "tensorboard --logdir runs/x (install it first: pip install 'rnnlab[tensorboard]')")
+
+
 def test_beating_the_baseline_takes_a_margin():
   assert not trainer.beats_baseline(0.1276, 0.125, True) and trainer.beats_baseline(0.17, 0.125, True)
   assert trainer.beats_baseline(0.158, 1 / 6, False) and not trainer.beats_baseline(0.16, 1 / 6, False)

@@ -18,6 +18,7 @@ The workdir's files are listed in ``rnnlab.training.workdir``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from typing import Callable, Sequence
 
@@ -98,8 +99,10 @@ def finish(run: periodic.Run, **extra) -> dict:
 
 def outputs_line(workdir: str) -> str:
   """Where a finished run's outputs are, and the commands that show them."""
+  install = ("" if importlib.util.find_spec("tensorboard") is not None else
+             " (install it first: pip install 'rnnlab[tensorboard]')")
   return (f"Outputs in {workdir}: figures: python -m rnnlab.plots {workdir} ; "
-          f"TensorBoard: tensorboard --logdir {workdir}")
+          f"TensorBoard: tensorboard --logdir {workdir}{install}")
 
 
 @contextlib.contextmanager
