@@ -141,8 +141,10 @@ def plot(rows: list[dict], x_key: str, path: str, value: str = "final") -> str |
                                 for x in xs)
   fig = Figure(figsize=(6.5, 4.2))
   ax = fig.subplots()
-  width = 0.8 / max(len(arms), 1)
-  for n, (arm, by_x) in enumerate(sorted(arms.items(), key=lambda kv: str(kv[0]))):
+  ordered = sorted(arms.items(), key=lambda kv: str(kv[0]))
+  at_x = {x: [arm for arm, by_x in ordered if x in by_x] for x in xs}  # bars side by side
+  width = 0.8 / max(len(a) for a in at_x.values())
+  for n, (arm, by_x) in enumerate(ordered):
     label = arm_name(arm) or value
     color = f"C{n % 10}"
     at = [x for x in xs if x in by_x]
@@ -154,7 +156,7 @@ def plot(rows: list[dict], x_key: str, path: str, value: str = "final") -> str |
                       [m + s for m, s in zip(means, stds)], color=color, alpha=0.2)
       pos = at
     else:
-      pos = [xs.index(x) + (n - (len(arms) - 1) / 2) * width for x in at]
+      pos = [xs.index(x) + (at_x[x].index(arm) - (len(at_x[x]) - 1) / 2) * width for x in at]
       ax.bar(pos, means, width * 0.9, yerr=stds, color=color, alpha=0.6, capsize=3,
              label=label)
     for p, x in zip(pos, at):
