@@ -295,6 +295,54 @@ def test_attention_weights_sum_to_one_over_valid_positions_and_zero_on_padding()
                                 _tf_logits(SPEC_B, params, SRC, SRC_LEN, TGT_IN))
 
 
+def test_luong_scores_dot_and_general():
+  """dot: e_ij = q . h_j; general: q . (W_a h_j), which is dot when W_a = I; padding gets 0."""
+  rng = np.random.RandomState(1)
+  values, query = jnp.asarray(rng.randn(3, 4, 6)), jnp.asarray(rng.randn(3, 6))
+  mask = sequences.valid_mask(SRC_LEN, 4)
+  key = jax.random.PRNGKey(0)
+  dot = attention.init(key, 6, 6, 0, kind="dot")
+  assert dot == {}
+  context, w = attention.attend(dot, attention.memory(dot, values, mask), query)
+  scores = np.einsum("bh,bsh->bs", query, values)
+  expected = np.where(mask, np.exp(scores - scores.max(1, keepdims=True)), 0)
+  expected /= expected.sum(1, keepdims=True)
+  np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(context, np.einsum("bs,bsc->bc", expected, values), rtol=1e-5)
+  general = attention.init(key, 6, 6, 0, kind="general")
+  assert general["w_a"].shape == (6, 6)
+  eye = {"w_a": jnp.eye(6)}
+  np.testing.assert_allclose(attention.attend(eye, attention.memory(eye, values, mask), query)[1],
+                             w, rtol=1e-6)
+  # general between different sizes: C = 10 encoder outputs, H_d = 6 queries
+  wide = attention.init(key, 6, 10, 0, kind="general")
+  ctx, w10 = attention.attend(wide, attention.memory(wide, jnp.ones((3, 4, 10)), mask), query)
+  assert ctx.shape == (3, 10) and np.all(np.asarray(w10)[~np.asarray(mask)] == 0.0)
+
+
+@pytest.mark.parametrize("score", ["general", "dot"])
+def test_luong_attention_in_the_model_trains_and_decodes(score):
+  spec = _spec(attention=score)  # LSTM 5 -> LSTM 5: dot's sizes agree
+  params = _params(spec)
+  _, _, w = _first_step(spec, params, SRC, SRC_LEN, TGT_IN[:, 0])
+  np.testing.assert_allclose(jnp.sum(w, axis=1), 1.0, rtol=1e-6)
+  loss = lambda p: jnp.mean(_tf_logits(spec, p, SRC, SRC_LEN, TGT_IN) ** 2)
+  grads = jax.grad(loss)(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  if score == "general":
+    assert float(jnp.abs(grads["attention"]["w_a"]).sum()) > 0
+  tokens, lengths = decode.greedy(spec, params, SRC, SRC_LEN, max_len=3)
+  assert tokens.shape == (3, 3) and lengths.shape == (3,)
+  beams = decode.beam_search(spec, params, SRC, SRC_LEN, beam_width=2, max_len=3)
+  assert jax.tree.leaves(beams)[0].shape[0] == 3
+
+
+def test_dot_attention_between_sizes_that_differ_says_what_to_use():
+  with pytest.raises(ValueError, match="attention='dot' needs the decoder's hidden size .5. to "
+                     "equal the encoder's output size .10.*use 'general'"):
+    _spec(encoder=_stack("gru", bidirectional=True), attention="dot")
+
+
 def test_reverse_valid_keeps_padding_at_the_end():
   out = sequences.reverse_valid(SRC, SRC_LEN)
   np.testing.assert_array_equal(out, [[6, 5, 4, 3], [3, 6, 0, 0], [5, 0, 0, 0]])

@@ -53,7 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.decoder_num_layers = None      # None = num_layers
   c.embed_size = 32                # E of the source and target token embeddings
   c.bridge = "auto"                # decoder start: auto | copy | dense | zero (model.BRIDGES)
-  c.attention = "none"             # none | bahdanau (additive, masked to valid source)
+  c.attention = "none"             # none | bahdanau (additive) | general | dot (Luong's
+  #                                  multiplicative scores); masked to the valid source
   c.attention_size = None          # A of the additive scorer; None = decoder hidden size
   c.reverse_source = False         # Sutskever et al. 2014: reverse the valid source tokens
   c.train_mode = "teacher_forcing"  # teacher_forcing | scheduled_sampling | free_running

@@ -6,7 +6,8 @@ H_d decoder hidden size, C = encoder output size (H_e times 2 if bidirectional).
     encoder:   x_j = E_src[src_j];  (h_1 .. h_S), final carries = stack(x) over j < src_len
     bridge:    decoder carries s_0 from the encoder's final carries (``BRIDGES``)
     decoder:   s_i = stack_step(s_{i-1}, [E_tgt[y_{i-1}]; c_i]),  y_0 = BOS
-    attention: c_i = sum_j a_ij h_j  (additive, Bahdanau et al. 2015; ``attention.py``)
+    attention: c_i = sum_j a_ij h_j  (additive, Bahdanau et al. 2015, or Luong et al.'s
+               multiplicative scores "general" and "dot"; ``attention.py``)
     readout:   logits_i = [s_i; c_i] W_o + b_o     (s_i: top decoder layer's hidden state)
 
 Without attention c_i is absent from the input and the readout. With it, the
@@ -45,7 +46,7 @@ from rnnlab import initializers
 from rnnlab.seq2seq import attention as attention_lib
 from rnnlab.seq2seq import sequences
 
-ATTENTIONS = ("none", "bahdanau")
+ATTENTIONS = ("none", *attention_lib.KINDS)
 BRIDGE_NAMES = ("auto", "copy", "dense", "zero")
 
 
@@ -57,7 +58,8 @@ class Spec:
     src_vocab, tgt_vocab: vocabulary sizes; bos_id, eos_id, pad_id: target ids.
     embed_size: E of both token embeddings.
     encoder: ``engine.Stack`` (may be bidirectional); decoder: unidirectional Stack.
-    attention: "none" or "bahdanau"; attention_size: A (0 without attention).
+    attention: "none", "bahdanau" (additive), "general" or "dot" (multiplicative);
+      attention_size: A of the additive score (0 without attention).
     bridge: how the decoder's initial carries are made, see ``BRIDGES``:
       "auto" = "copy" when ``carries_match`` else "dense"; "copy"; "dense"; "zero".
     reverse_source: reverse the valid part of each source sequence.
@@ -120,6 +122,8 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
                      "and decoder and a unidirectional encoder; use 'dense' or 'auto'.")
   if attention != "none" and attention_size is not None:
     check_int("attention_size", attention_size)
+  if attention != "none":
+    attention_lib.check(attention, decoder.hidden_size, encoder.output_size)
   engine.resolve_unroll(unroll)
   for stack in (encoder, decoder):
     engine.resolve_parallel(stack.cell, parallel)
@@ -186,7 +190,8 @@ def init_params(key: jax.Array, spec: Spec, dtype=jnp.float32) -> dict:
     params["bridge"] = _init_bridge(k["bridge"], spec, params["encoder"], params["decoder"], dtype)
   if spec.has_attention:
     params["attention"] = attention_lib.init(
-        k["attn"], spec.decoder.hidden_size, spec.encoder.output_size, spec.attention_size, dtype)
+        k["attn"], spec.decoder.hidden_size, spec.encoder.output_size, spec.attention_size, dtype,
+        kind=spec.attention)
   return params
 
 
