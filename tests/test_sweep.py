@@ -206,3 +206,42 @@ def test_categorical_or_single_values_are_bars_numeric_ones_lines(tmp_path, valu
   ax = drawn[0].axes[0]
   assert (len(ax.patches) == len(values)) == bars  # one bar per value, or lines
   assert len(ax.lines) >= 2 * len(values)  # every seed's point is drawn
+
+
+LONG = TINY.replace("config.train.num_steps = 12", "config.train.num_steps = 200000").replace(
+    "config.train.checkpoint_every = 6", "config.train.checkpoint_every = 200").replace(
+    '''def sweep(add):
+  for cell in ("rnn", "gru"):
+    add(**{"model.cell": cell, "seed": 0})
+  add(**{"model.cell": "gru", "seed": 1})
+  add(**{"model.cell": "gru", "model.cell_options.recurrent_init": "bogus", "seed": 0})''',
+    '''def sweep(add):
+  add(seed=0)
+  add(seed=1)''')
+
+
+@pytest.mark.parametrize("vmap", ["0", pytest.param("2", marks=pytest.mark.slow)],
+                         ids=["process_per_run", "vmapped_group"])
+def test_sigterm_to_the_sweep_alone_stops_its_runs_which_stay_resumable(tmp_path, vmap):
+  """`kill` or a scheduler signals the sweep's process, not its children: they must stop
+  too (within a step), and an interrupted run is partial, not failed."""
+  config = tmp_path / "long.py"
+  config.write_text(LONG)
+  root = tmp_path / "sweep"
+  proc = _launch(config, root, f"--vmap={vmap}")
+  first = root / "seed=0" / workdir_lib.CHECKPOINTS
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None and not (
+      first.is_dir() and os.listdir(first)):
+    time.sleep(0.2)
+  assert first.is_dir() and os.listdir(first), proc.communicate()[0]
+  proc.send_signal(signal.SIGTERM)  # the sweep's process only: it runs in its own session
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out
+  assert "Sweep interrupted" in out and "FAILED" not in out, out
+  assert not glob.glob(str(root / "*" / workdir_lib.FAILED))
+  leftover = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
+  assert leftover.stdout.strip() == "", "a run of the sweep is still training"
+  dry = _launch(config, root, "--dry_run")
+  listing, _ = dry.communicate(timeout=120)
+  assert "partial" in listing and "failed" not in listing, listing

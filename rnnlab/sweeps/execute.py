@@ -25,6 +25,49 @@ from rnnlab.training import vmapped
 from rnnlab.training import workdir
 from rnnlab.training.periodic import fmt_duration
 
+INTERRUPTED = 130  # launch.py's exit code after Ctrl-C or SIGTERM
+
+
+class _Children:
+  """The launch.py processes a sweep is running, so that an interrupt reaches them.
+
+  Ctrl-C in a terminal signals the whole process group, but ``kill`` or a scheduler's
+  SIGTERM reaches the sweep's process only: without this its children would train on
+  (and the sweep would wait for them) after it said it stopped.
+  """
+
+  def __init__(self):
+    self.lock, self.running, self.stopping = threading.Lock(), set(), False
+
+  def run(self, cmd: list[str], log) -> int:
+    with self.lock:
+      if self.stopping:
+        return INTERRUPTED
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+      self.running.add(proc)
+    try:
+      return proc.wait()
+    finally:
+      with self.lock:
+        self.running.discard(proc)
+
+  def stop(self, grace: float = 120.0):
+    """SIGTERM to every child (each stops within a step, checkpoints complete), then waits;
+    SIGKILL after ``grace`` seconds (the checkpoints written so far stay complete)."""
+    with self.lock:
+      self.stopping = True
+      procs = list(self.running)
+    for proc in procs:
+      proc.terminate()
+    deadline = time.time() + grace
+    for proc in procs:
+      try:
+        proc.wait(timeout=max(deadline - time.time(), 0.1))
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "launch.py")
 VMAP_LOGS = "_vmap"
@@ -106,8 +149,9 @@ class _Progress:
           file=self.stream, flush=True)
 
 
-def _execute(cmd: list[str], run_dir: str) -> tuple[bool, str]:
-  """Runs one launch.py process; its output goes to ``run_dir/log.txt``."""
+def _execute(cmd: list[str], run_dir: str, children: _Children) -> tuple[bool | None, str]:
+  """Runs one launch.py process; its output goes to ``run_dir/log.txt``. Returns
+  (finished, log tail); finished is None when the sweep was interrupted."""
   os.makedirs(run_dir, exist_ok=True)
   failed_path = os.path.join(run_dir, workdir.FAILED)
   if os.path.exists(failed_path):
@@ -115,12 +159,14 @@ def _execute(cmd: list[str], run_dir: str) -> tuple[bool, str]:
   with open(os.path.join(run_dir, workdir.LOG), "a") as log:
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-  if proc.returncode == 0 and os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
+    returncode = children.run(cmd, log)
+  if returncode == 0 and os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
     return True, ""
   with open(os.path.join(run_dir, workdir.LOG)) as log:
     tail = log.read()[-2000:]
-  _record_failure(run_dir, cmd, proc.returncode, tail)
+  if returncode == INTERRUPTED or children.stopping:
+    return None, tail  # interrupted, not failed: the run resumes from its checkpoint
+  _record_failure(run_dir, cmd, returncode, tail)
   return False, tail
 
 
@@ -143,8 +189,9 @@ def vmap_groups(runs: list[spec.Run], max_size: int) -> list[list[spec.Run]]:
 
 
 def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: list[int],
-                   extra_flags) -> dict[str, bool]:
-  """One launch.py process trains ``runs`` vmapped; returns {name: finished}."""
+                   extra_flags, children: _Children) -> dict[str, bool | None]:
+  """One launch.py process trains ``runs`` vmapped; returns {name: finished} (None: the
+  sweep was interrupted)."""
   cmd = [sys.executable, LAUNCH, f"--config={config_path}", f"--workdir={root}", "--sweep",
          f"--vmap_group={','.join(map(str, indices))}", *extra_flags]
   log_path = os.path.join(root, VMAP_LOGS, f"runs_{indices[0]}+{len(indices)}.log")
@@ -152,16 +199,17 @@ def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: l
   with open(log_path, "a") as log:
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    returncode = children.run(cmd, log)
   with open(log_path) as log:
     tail = log.read()[-2000:]
+  interrupted = returncode == INTERRUPTED or children.stopping
   result = {}
   for run in runs:
     run_dir = os.path.join(root, run.name)
-    result[run.name] = status(run_dir) == "done"
-    if not result[run.name] and status(run_dir) != "failed":
+    result[run.name] = True if status(run_dir) == "done" else (None if interrupted else False)
+    if result[run.name] is False and status(run_dir) != "failed":
       os.makedirs(run_dir, exist_ok=True)
-      _record_failure(run_dir, cmd, proc.returncode, tail)
+      _record_failure(run_dir, cmd, returncode, tail)
   return result
 
 
@@ -192,19 +240,25 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
         f"{f' (up to {vmap} vmapped runs per process)' if vmap > 0 else ''}.",
         file=stream, flush=True)
 
+  children = _Children()
+
   def one(unit: list[spec.Run]):
+    if children.stopping:
+      return {}
     progress.update(start=len(unit))
     if len(unit) == 1:
       run = unit[0]
       run_dir = os.path.join(root, run.name)
-      ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir)
+      ok, tail = _execute(command(config_path, run_dir, run, extra_flags), run_dir, children)
       last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
       finished, why = {run.name: ok}, f": {last} (see {run_dir}/log.txt)"
     else:
       finished = _execute_group(config_path, root, unit, [index[r.name] for r in unit],
-                                extra_flags)
+                                extra_flags, children)
       why = f" (see its {workdir.FAILED} and {workdir.LOG}, and {root}/{VMAP_LOGS}/)"
-    ok_count = sum(finished.values())
+    if children.stopping:
+      return {n: "done" if ok else "partial" for n, ok in finished.items()}
+    ok_count = sum(bool(ok) for ok in finished.values())
     progress.update(done=ok_count, failed=len(unit) - ok_count)
     for name, ok in finished.items():
       if not ok:
@@ -212,9 +266,15 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
     return {n: "done" if ok else "failed" for n, ok in finished.items()}
 
   results = {}
-  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+  try:
     for part in pool.map(one, units):
       results.update(part)
+  except KeyboardInterrupt:
+    children.stop()  # the runs in flight stop within a step, their checkpoints complete
+    raise
+  finally:
+    pool.shutdown(wait=True)
   return {r.name: results.get(r.name, state(r)) for r in runs}
 
 
