@@ -23,13 +23,14 @@ def _is_png(path) -> bool:
 def sweep(tmp_path_factory):
   """A folder with two finished tiny runs, one of them measuring gradient flow."""
   root = tmp_path_factory.mktemp("sweep")
-  for seed, every in ((0, 0), (1, 2)):
-    config = small_config("adding", **{
-        "seed": seed, "task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4,
-        "train.batch_size": 4, "train.num_steps": 4, "train.log_every": 2,
-        "train.eval_every": 2, "train.checkpoint_every": 0, "optim.clip_norm": 0.5,
-        "gradflow.every": every})
-    trainer.train_and_evaluate(config, str(root / f"cell=lstm,seed={seed}"), console=quiet)
+  config = small_config("adding", **{
+      "seed": 1, "task.seq_len": 6, "task.eval_size": 8, "model.hidden_size": 4,
+      "train.batch_size": 4, "train.num_steps": 4, "train.log_every": 2,
+      "train.eval_every": 2, "train.checkpoint_every": 0, "optim.clip_norm": 0.5,
+      "gradflow.every": 2})
+  trainer.train_and_evaluate(config, str(root / "cell=lstm,seed=1"), console=quiet)
+  shutil.copytree(root / "cell=lstm,seed=1", root / "cell=lstm,seed=0")  # a second run,
+  os.remove(root / "cell=lstm,seed=0" / run_folder.GRADFLOW)               # without gradflow
   return root
 
 

@@ -33,7 +33,8 @@ def tiny_config(name):
   return tiny(module, **{**TINY, **task})
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", [n if n == "reverse" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CONFIGS])  # one task by default: the same code path
 def test_config_trains_writes_outputs_and_resumes_exactly(name, tmp_path, compile_cache):
   """A full run, then a copy of it cut back to its step-2 checkpoint and resumed."""
   del compile_cache
