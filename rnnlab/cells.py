@@ -96,6 +96,10 @@ class Cell:
     make_params: ``(key, input_size, hidden_size, dtype, **options) -> params``
       replacing the w_x / w_h / b initialisation (LRU's parameters differ).
     project_fn: ``(params, x) -> xp`` replacing ``x @ w_x + b``.
+    hidden_only_in_w_h: the previous h enters the step only through ``h @ w_h``
+      (Elman cells, LSTMs), so a dropout mask on h as the step reads it is Gal &
+      Ghahramani's (2016) recurrent dropout (``engine.scan``'s ``recurrent_mask``).
+      GRU and MGU also carry h through their interpolation, the linear cells have no w_h.
   """
   name: str
   gates: tuple[str, ...]
@@ -111,6 +115,7 @@ class Cell:
   linear: LinearForm | None = None
   make_params: Callable | None = None
   project_fn: Callable | None = None
+  hidden_only_in_w_h: bool = False
 
   @property
   def num_gates(self) -> int:
@@ -220,10 +225,12 @@ _identity_carry = dict(
 
 RNN = Cell(
     name="rnn", gates=("h",), recur=_elman(jnp.tanh), **_identity_carry,
+    hidden_only_in_w_h=True,
     doc="Elman RNN: h_t = tanh(x_t W_x + h_{t-1} W_h + b).")
 
 IRNN = Cell(
     name="irnn", gates=("h",), recur=_elman(jax.nn.relu), **_identity_carry,
+    hidden_only_in_w_h=True,
     defaults={"input": "normal:0.001", "recurrent": "identity", "bias": "zeros"},
     doc="IRNN (Le, Jaitly & Hinton 2015): h_t = relu(x_t W_x + h_{t-1} W_h + b), "
         "W_h = I, b = 0, W_x ~ N(0, 0.001^2) at init.")
@@ -320,7 +327,7 @@ def _lstm_cell(name, gates=("i", "f", "g", "o"), doc="", **flags):
       name=name, gates=gates, recur=_lstm_recur(gates, **flags), **_lstm_carry(fgr),
       init_extra=_lstm_init_extra(gates, fgr),
       options={"forget_bias": 1.0, "chrono": None, "peepholes": False},
-      doc=(doc + "\n" if doc else "") + _LSTM_DOC)
+      doc=(doc + "\n" if doc else "") + _LSTM_DOC, hidden_only_in_w_h=True)
 
 
 LSTM = _lstm_cell("lstm")
@@ -336,6 +343,45 @@ LSTM_VARIANTS = [
     _lstm_cell("lstm_fgr", doc="Full gate recurrence: previous i, f, o activations feed "
                "every gate through w_a (3H, 3H).", fgr=True),
 ]
+
+
+def layer_norm(x, scale, bias=None, eps=1e-5):
+  """(x - mean) / sqrt(var + eps) * scale (+ bias), statistics over the last axis."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  y = (x - mean) * jax.lax.rsqrt(var + eps) * scale
+  return y if bias is None else y + bias
+
+
+def _lstm_ln_recur(params, carry, xp):
+  c, h = carry
+  pre = (layer_norm(xp, params["ln_x"]) + layer_norm(h @ params["w_h"], params["ln_h"])
+         + params["b"])
+  i, f, g, o = _split(pre, 4)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params["ln_c"], params["ln_c_bias"]))
+  return (c, h), h
+
+
+def _lstm_ln_init_extra(key, params, input_size, hidden_size, **options):
+  params = _lstm_init_extra(("i", "f", "g", "o"))(key, params, input_size, hidden_size,
+                                                  **options)
+  dtype, g = params["b"].dtype, 4 * hidden_size
+  return {**params, "ln_x": jnp.ones((g,), dtype), "ln_h": jnp.ones((g,), dtype),
+          "ln_c": jnp.ones((hidden_size,), dtype), "ln_c_bias": jnp.zeros((hidden_size,), dtype)}
+
+
+LSTM_LN = Cell(
+    name="lstm_ln", gates=("i", "f", "g", "o"), recur=_lstm_ln_recur, **_lstm_carry(),
+    init_extra=_lstm_ln_init_extra, options={"forget_bias": 1.0, "chrono": None},
+    project_fn=lambda params, x: x @ params["w_x"], hidden_only_in_w_h=True,
+    doc="""Layer-normalised LSTM (Ba, Kiros & Hinton 2016, "Layer Normalization", sec. 3.1):
+    [i, f, g, o] = LN(x_t W_x; ln_x) + LN(h_{t-1} W_h; ln_h) + b
+    c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+    h_t = sigmoid(o) * tanh(LN(c_t; ln_c, ln_c_bias))
+LN(a; s, beta) = (a - mean(a)) / sqrt(var(a) + 1e-5) * s + beta, the statistics taken over the
+4H (or H) units of one example at one step. Gains ln_x, ln_h (4H,), ln_c (H,) start at 1,
+ln_c_bias at 0; b holds the bias (b_f += forget_bias, or chrono). Options: forget_bias, chrono.""")
 
 
 # --- GRU (PyTorch / cuDNN convention) and MGU ------------------------------------
@@ -564,7 +610,7 @@ def register(cell: Cell) -> Cell:
   return cell
 
 
-for _c in (RNN, IRNN, LSTM, *LSTM_VARIANTS, GRU, MGU, *LINEAR):
+for _c in (RNN, IRNN, LSTM, *LSTM_VARIANTS, LSTM_LN, GRU, MGU, *LINEAR):
   register(_c)
 
 

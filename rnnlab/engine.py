@@ -176,7 +176,8 @@ def _check_dtypes(xs, params, carry):
 
 
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
-         remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None):
+         remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None,
+         recurrent_mask=None, zoneout=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -207,6 +208,15 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
       once (False); None picks by backend (``resolve_parallel``). Both give the
       step-by-step numbers up to float rounding; ``hoist`` and ``remat`` do not
       apply (only the states are kept). True for any other cell is an error.
+    recurrent_mask: optional (*batch, H) factor on h_{t-1} as the step reads it, the
+      same at every step: with a dropout mask scaled by 1/keep this is Gal &
+      Ghahramani's (2016) variational recurrent dropout. Only for cells whose h
+      enters the step only through W_h (``Cell.hidden_only_in_w_h``).
+    zoneout: optional, the weight of the previous carry in the next one (Krueger et al.
+      2017): carry_t = z * carry_{t-1} + (1 - z) * step(carry_{t-1}, x_t), every carry
+      leaf (c and h of an LSTM). Either a number (evaluation: the expected weight, the
+      zoneout rate) or the carry's structure with leaves (*batch, T, H) of 0/1 draws
+      (training). 0 is the plain cell. Classic cells only.
 
   Returns:
     (final_carry, ys) or (final_carry, ys, carries); ys: (*batch, T, H), zero at
@@ -225,6 +235,14 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   _check_dtypes(xs, params, carry)
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
   carry = jax.tree.map(flat, carry)
+  if recurrent_mask is not None and not cell.hidden_only_in_w_h:
+    valid = [n for n in cells_lib.names() if cells_lib.get_cell(n).hidden_only_in_w_h]
+    raise ValueError(f"recurrent dropout needs a cell whose h_(t-1) enters the step only "
+                     f"through W_h; {cell.name!r} is not one. Cells that take it: "
+                     f"{', '.join(valid)}.")
+  if zoneout is not None and cell.linear is not None:
+    raise ValueError(f"zoneout applies to the classic cells; {cell.name!r} is a linear "
+                     "recurrence (its state update is already a learned interpolation).")
   linear = resolve_parallel(cell, parallel)
   if linear is not None:
     return _linear_scan(cell, params, xs, carry, mask, reverse, linear, unroll, return_carries,
@@ -240,10 +258,24 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     inputs["m"] = to_time_major(mask, batch_shape)[..., None]
   if perturbation is not None:
     inputs["dh"] = to_time_major(perturbation, batch_shape)
+  if recurrent_mask is not None:
+    recurrent_mask = flat(jnp.broadcast_to(recurrent_mask,
+                                           (*batch_shape, recurrent_mask.shape[-1])))
+  zoneout_weight = None
+  if zoneout is not None and isinstance(zoneout, (int, float)):
+    zoneout_weight = float(zoneout) if zoneout else None
+  elif zoneout is not None:
+    inputs["z"] = jax.tree.map(lambda z: to_time_major(z, batch_shape), zoneout)
 
   def body(carry, inp):
     xp = inp["xp"] if "xp" in inp else cell.project(params, inp["x"])
-    new_carry, y = cell.recur(params, carry, xp)
+    read = carry if recurrent_mask is None else cell.with_hidden(
+        carry, cell.hidden(carry) * recurrent_mask)
+    new_carry, y = cell.recur(params, read, xp)
+    if "z" in inp or zoneout_weight is not None:
+      z = inp["z"] if "z" in inp else jax.tree.map(lambda _: zoneout_weight, carry)
+      new_carry = jax.tree.map(lambda n, o, w: w * o + (1.0 - w) * n, new_carry, carry, z)
+      y = cell.output(params, new_carry, xp)
     if "dh" in inp:
       new_carry = cell.with_hidden(new_carry, cell.hidden(new_carry) + inp["dh"])
       y = cell.output(params, new_carry, xp)

@@ -34,6 +34,10 @@ or at every step). Parameters add ``"encoder"`` {kernel (D, H), bias} and
 ``"layers"`` (one unidirectional recurrent layer H -> H per block).
 ``model.dropout`` is the blocks' dropout rate during training.
 
+Kind ``"lm"``: a recurrent language model over token ids with its regularisers
+(``rnnlab.lm``, model config ``rnnlab.lm.default_config()``), trained on
+``char_lm`` with its state carried across batches.
+
 Kind ``"seq2seq"``: an encoder-decoder over any cell (``rnnlab.seq2seq.kind``;
 its model config is ``rnnlab.seq2seq.kind.default_config()``), trained on the
 seq2seq tasks (``rnnlab.tasks.seq2seq``, whose ``model_kinds`` name it).
@@ -47,7 +51,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from rnnlab import cells, engine, initializers
+from rnnlab import cells, engine, initializers, lm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,9 @@ class ModelKind:
   init: Callable
   apply: Callable
   validate: Callable
+  # Kinds that train on stateful tasks (truncated BPTT, ``Task.stateful``):
+  # ``(params, task, model_cfg, batch_size) -> carry``, the zero state of the streams.
+  init_carry: Callable | None = None
 
 
 _KINDS: dict[str, ModelKind] = {}
@@ -90,8 +97,9 @@ def validate(model_cfg):
   except (AttributeError, KeyError) as err:  # a model section built for another kind
     name = str(err.args[0] if err.args else err).strip("'\"")
     raise ValueError(f"model ({model_cfg.kind}): the model section has no field {name!r} that "
-                     f"kind {model_cfg.kind!r} needs; build it from configs/base.py (classifier) "
-                     "or rnnlab.seq2seq.kind.default_config() (seq2seq).") from err
+                     f"kind {model_cfg.kind!r} needs; build it from configs/base.py (classifier), "
+                     "rnnlab.seq2seq.kind.default_config() (seq2seq) or "
+                     "rnnlab.lm.default_config() (lm).") from err
 
 
 # --- the classifier -------------------------------------------------------------------
@@ -213,3 +221,6 @@ from rnnlab.seq2seq import kind as _seq2seq_kind  # pylint: disable=g-import-not
 
 SEQ2SEQ = register("seq2seq", ModelKind(
     init=_seq2seq_kind.init, apply=_seq2seq_kind.apply, validate=_seq2seq_kind.validate))
+
+LM = register("lm", ModelKind(init=lm.init, apply=lm.apply, validate=lm.validate,
+                              init_carry=lm.init_carry))

@@ -61,6 +61,20 @@ def mgu(p, h, x):
   return h, h
 
 
+def layer_norm(a, s, beta=0.0):
+  return (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + 1e-5) * s + beta
+
+
+def lstm_ln(p, carry, x):
+  """Ba et al. 2016, sec. 3.1: LN of each of the two projections and of c_t."""
+  c, h = carry
+  pre = layer_norm(x @ p["w_x"], p["ln_x"]) + layer_norm(h @ p["w_h"], p["ln_h"]) + p["b"]
+  i, f, g, o = np.split(pre, 4, -1)
+  c = sig(f) * c + sig(i) * np.tanh(g)
+  h = sig(o) * np.tanh(layer_norm(c, p["ln_c"], p["ln_c_bias"]))
+  return (c, h), h
+
+
 REFERENCES = {
     "rnn": elman(np.tanh),
     "irnn": elman(lambda a: np.maximum(a, 0.0)),
@@ -72,6 +86,7 @@ REFERENCES = {
     "lstm_noaf": lstm(c_act=lambda a: a),
     "lstm_cifg": lstm("fgo", coupled=True),
     "lstm_fgr": lstm(fgr=True),
+    "lstm_ln": lstm_ln,
     "gru": gru,
     "mgu": mgu,
 }
@@ -110,6 +125,23 @@ def test_step_matches_numpy_equations(name, x64):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
                new_carry, ref_carry)
   np.testing.assert_array_equal(cell.hidden(new_carry), y)
+
+
+def test_layer_norm_lstm_normalises_each_example_at_each_step(x64):
+  """The gates see the projections' per-example statistics: scaling W_x, W_h or the
+  inputs of one example leaves every output unchanged, which no plain LSTM does."""
+  cell, params, carry, x = random_case("lstm_ln", seed=3)
+  ref = cell.step(params, carry, x)
+  scaled = {**params, "w_x": 7.0 * params["w_x"], "w_h": 0.2 * params["w_h"]}
+  # (up to LN's eps = 1e-5 beside the variance)
+  np.testing.assert_allclose(cell.step(scaled, carry, x)[1], ref[1], atol=1e-4)
+  one = x.copy()
+  one[0] *= 30.0  # example 0 only: statistics are per example, not per batch
+  y = np.asarray(cell.step(params, carry, one)[1])
+  np.testing.assert_allclose(y, ref[1], atol=1e-4)
+  plain, p_plain, _, _ = random_case("lstm", seed=3)
+  moved = plain.step(p_plain, carry, one)[1][0] - plain.step(p_plain, carry, x)[1][0]
+  assert np.abs(moved).max() > 0.05
 
 
 @pytest.mark.parametrize("name", cells.names())

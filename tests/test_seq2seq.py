@@ -406,3 +406,33 @@ def test_kind_validation(field, value, match):
     cfg.cell_options.forget_bias = 1.0
   with pytest.raises(ValueError, match=match):
     kind.validate(cfg)
+
+
+# --- one-to-many --------------------------------------------------------------------------
+
+def test_a_vector_source_starts_the_decoder_from_a_dense_bridge_of_it():
+  """No encoder parameters; the decoder's first carry is tanh(v W + b) per carry leaf, so
+  two sources that differ only in the vector give different outputs, and the greedy
+  decoder equals the argmax of the model re-reading its own output."""
+  decode_lib, model_lib = decode, model
+  stack = engine.make_stack("lstm", 8)
+  spec = model_lib.make_spec(src_vocab=13, tgt_vocab=13, bos_id=2, eos_id=1, pad_id=0,
+                             embed_size=4, encoder=stack, decoder=stack, src_features=5)
+  params = model_lib.init_params(jax.random.PRNGKey(0), spec)
+  assert "encoder" not in params and "src_embed" not in params
+  v = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
+  enc = model_lib.encode(spec, params, v, jnp.ones((3,), jnp.int32))
+  c, h = enc["carries"][0]["fwd"]
+  (w_c, w_h) = params["bridge"][0]
+  np.testing.assert_allclose(c, jnp.tanh(v @ w_c["w"] + w_c["b"]), rtol=1e-6)
+  np.testing.assert_allclose(h, jnp.tanh(v @ w_h["w"] + w_h["b"]), rtol=1e-6)
+  tokens, _ = decode_lib.greedy(spec, params, v, jnp.ones((3,), jnp.int32), max_len=6)
+  tgt_in = jnp.concatenate([jnp.full((3, 1), 2, jnp.int32), tokens[:, :-1]], axis=1)
+  logits = model_lib.teacher_forced_logits(spec, params, enc, tgt_in)
+  first = np.asarray(jnp.argmax(logits, -1))[:, 0]
+  np.testing.assert_array_equal(first, np.asarray(tokens)[:, 0])
+  other = model_lib.encode(spec, params, -v, jnp.ones((3,), jnp.int32))
+  assert not np.allclose(other["carries"][0]["fwd"][1], h)
+  with pytest.raises(ValueError, match="feature vector"):
+    model_lib.make_spec(src_vocab=13, tgt_vocab=13, bos_id=2, eos_id=1, pad_id=0, embed_size=4,
+                        encoder=stack, decoder=stack, src_features=5, attention="bahdanau")

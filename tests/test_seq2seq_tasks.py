@@ -140,7 +140,8 @@ def test_baselines():
 
 
 @pytest.mark.parametrize("name,fields,match", [
-    ("copy2", {}, r"Unknown task .copy2.; valid tasks: \[.*.reverse., .sort., .addition.\]"),
+    ("copy2", {}, r"Unknown task .copy2.; valid tasks: "
+                  r"\[.*.reverse., .sort., .addition., .digits., .char_lm.\]"),
     ("reverse", {"min_len": 7, "seq_len": 5}, "min_len=7 exceeds task.seq_len=5"),
     ("sort", {"num_symbols": 1}, "num_symbols must be an integer >= 2"),
     ("addition", {"seq_len": 8}, "seq_len is derived"),
@@ -163,3 +164,31 @@ def test_accuracy_by_length_picks_one_prefix():
     seq2seq.accuracy_by_length(row)
   assert seq2seq.accuracy_by_length(row, prefix="eval/") == {2: 0.5}
   assert seq2seq.accuracy_by_length(row, prefix="train/") == {2: 1.0}
+
+
+# --- one-to-many: digits --------------------------------------------------------------
+
+def test_digits_gives_the_bits_as_a_vector_and_the_decimal_digits_as_the_target():
+  task = _task("digits")
+  batch = _batch("digits")
+  assert task.src_features == 14 == batch["src"].shape[1] and batch["src"].dtype == np.float32
+  for b in range(8):
+    bits = "".join("1" if v > 0 else "0" for v in batch["src"][b])
+    n = int(bits, 2)
+    assert n < 10**4 and batch["src_len"][b] == len(str(n))
+    _check_decoder_pair(batch, b, [int(c) + 3 for c in str(n)], seq2seq.BOS)
+    assert task.to_text(batch["tgt_out"][b]) == str(n)
+
+
+def test_digits_never_trains_on_a_held_out_number():
+  task = _task("digits", digits=3, eval_size=200)
+  held = {int("".join("1" if v > 0 else "0" for v in row), 2)
+          for row in np.asarray(task.eval_batches(1000)[0]["src"])}
+  assert len(held) == 200  # the shuffle is a bijection: 200 distinct numbers
+  seen = set()
+  for step in range(40):
+    src = np.asarray(task.train_batch(step, 64)["src"])
+    seen |= {int("".join("1" if v > 0 else "0" for v in row), 2) for row in src}
+  assert not seen & held and len(seen) > 700  # the other 800 numbers, nearly all drawn
+  with pytest.raises(ValueError, match="at most half"):
+    _task("digits", digits=2, eval_size=60)

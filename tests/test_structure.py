@@ -11,8 +11,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "rnnlab"
 CORE = {"rnnlab.cells", "rnnlab.initializers", "rnnlab.engine", "rnnlab.layers",
         "rnnlab.gradflow", "rnnlab.torch_interop", "rnnlab.checks", "rnnlab.errors",
-        "rnnlab.plots", "rnnlab.run_folder"}
+        "rnnlab.plots", "rnnlab.run_folder", "rnnlab.lm"}
 TRAINING = ("rnnlab.training", "rnnlab.sweeps")
+# Commands that act on a trained run (python -m ...): applications, not libraries.
+COMMANDS = {"rnnlab.sample"}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -68,11 +70,16 @@ def test_no_import_cycles():
 
 
 def test_the_core_and_the_libraries_never_import_training():
-  outside = [n for n in MODULES if not n.startswith(TRAINING)]
+  outside = [n for n in MODULES if not n.startswith(TRAINING) and n not in COMMANDS]
   offenders = {n: sorted(m for m in reachable(n) if m.startswith(TRAINING)) for n in outside}
   assert {n: v for n, v in offenders.items() if v} == {}
   for name in CORE:  # the core reads only the core
     assert reachable(name) <= CORE, (name, sorted(reachable(name) - CORE))
+
+
+def test_nothing_imports_a_command():
+  assert {n: sorted(GRAPH[n] & COMMANDS) for n in MODULES if GRAPH[n] & COMMANDS} == {}
+  assert COMMANDS <= set(MODULES)
 
 
 def test_training_never_imports_sweeps():

@@ -97,7 +97,7 @@ def make_spec(task, model_cfg) -> model_lib.Spec:
       encoder=encoder, decoder=decoder, attention=model_cfg.attention,
       attention_size=model_cfg.attention_size, bridge=model_cfg.bridge,
       reverse_source=model_cfg.reverse_source, unroll=model_cfg.unroll, remat=model_cfg.remat,
-      parallel=model_cfg.parallel)
+      parallel=model_cfg.parallel, src_features=task.src_features)
 
 
 def _check_choice(field, value, valid):

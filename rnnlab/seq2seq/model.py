@@ -24,6 +24,13 @@ encoder layer l, both directions, concatenated; when the layer counts differ,
 every decoder layer reads the top encoder layer. "zero" starts from zeros (the
 source then reaches the decoder through attention only).
 
+One-to-many (``Spec.src_features`` = F > 0): the source is a feature vector v
+(B, F), not a token sequence, and there is no encoder: every carry leaf k of
+decoder layer l is ``tanh(v W_lk + b_lk)`` (the dense bridge from the vector,
+as a captioning model starts its decoder from an image feature; Vinyals et
+al. 2015 feed it as the first input instead). Attention and source reversal
+need a source sequence and are refused.
+
 Source reversal (Sutskever et al. 2014) reverses the valid part of each source
 sequence before the encoder; padding stays at the end.
 
@@ -65,6 +72,8 @@ class Spec:
     reverse_source: reverse the valid part of each source sequence.
     unroll, remat, parallel: ``engine.scan`` options of the encoder and of the
       one-pass (teacher-forced, attention-free) decoder; speed and memory only.
+    src_features: F > 0 when the source is a (B, F) feature vector (one-to-many:
+      no encoder, the decoder starts from a dense bridge of the vector); 0 for tokens.
   """
   src_vocab: int
   tgt_vocab: int
@@ -81,6 +90,7 @@ class Spec:
   unroll: int | None = None
   remat: bool = False
   parallel: bool | None = None
+  src_features: int = 0
 
   @property
   def has_attention(self) -> bool:
@@ -92,6 +102,8 @@ class Spec:
 
   @property
   def bridge_kind(self) -> str:
+    if self.src_features:
+      return "vector"
     if self.bridge == "auto":
       return "copy" if carries_match(self.encoder, self.decoder) else "dense"
     return self.bridge
@@ -131,7 +143,7 @@ def check_architecture(encoder: engine.Stack, decoder: engine.Stack, *, attentio
 
 def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
               attention="none", attention_size=None, bridge="auto", reverse_source=False,
-              unroll=None, remat=False, parallel=None) -> Spec:
+              unroll=None, remat=False, parallel=None, src_features=0) -> Spec:
   """A validated ``Spec``; attention_size None means the decoder's hidden size."""
   for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab),
                       ("embed_size", embed_size)):
@@ -141,11 +153,19 @@ def make_spec(*, src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encod
       raise ValueError(f"{name}={value} is outside the target vocabulary [0, {tgt_vocab}).")
   check_architecture(encoder, decoder, attention=attention, attention_size=attention_size,
                      bridge=bridge, unroll=unroll, parallel=parallel)
+  if src_features:
+    check_int("src_features", src_features)
+    if attention != "none" or reverse_source or bridge not in ("auto", "dense"):
+      raise ValueError("The source of this task is a feature vector (one-to-many): the decoder "
+                       "starts from a dense bridge of it, and there is no source sequence to "
+                       "attend to or reverse; set attention 'none', reverse_source False and "
+                       "bridge 'auto' or 'dense'.")
   size = 0
   if attention != "none":
     size = decoder.hidden_size if attention_size is None else attention_size
   return Spec(src_vocab, tgt_vocab, bos_id, eos_id, pad_id, embed_size, encoder, decoder,
-              attention, size, bridge, bool(reverse_source), unroll, bool(remat), parallel)
+              attention, size, bridge, bool(reverse_source), unroll, bool(remat), parallel,
+              int(src_features))
 
 
 # --- parameters ---------------------------------------------------------------------
@@ -162,8 +182,10 @@ def _carry_sizes(stack: engine.Stack, layer_params) -> list[int]:
 
 
 def _init_bridge(key, spec, enc_params, dec_params, dtype):
-  """Per decoder layer, per carry leaf: {w: (Z, n), b: (n,)}, Z = all encoder leaves."""
-  z = sum(_carry_sizes(spec.encoder, enc_params[0])) * len(spec.encoder.directions)
+  """Per decoder layer, per carry leaf: {w: (Z, n), b: (n,)}, Z = all encoder leaves (or
+  the F source features of a one-to-many model)."""
+  z = spec.src_features or (
+      sum(_carry_sizes(spec.encoder, enc_params[0])) * len(spec.encoder.directions))
   layer_keys = jax.random.split(key, len(dec_params))
   out = []
   for layer_key, layer in zip(layer_keys, dec_params):
@@ -180,14 +202,16 @@ def init_params(key: jax.Array, spec: Spec, dtype=jnp.float32) -> dict:
   e, c = spec.embed_size, spec.context_size
   normal = initializers.get_initializer("normal:1.0")
   params = {
-      "src_embed": normal(k["src"], (spec.src_vocab, e), dtype),
       "tgt_embed": normal(k["tgt"], (spec.tgt_vocab, e), dtype),
-      "encoder": engine.init_stack(k["enc"], spec.encoder, e, dtype),
       "decoder": engine.init_stack(k["dec"], spec.decoder, e + c, dtype),
       "readout": _dense_init(k["out"], spec.decoder.hidden_size + c, spec.tgt_vocab, dtype),
   }
-  if spec.bridge_kind == "dense":
-    params["bridge"] = _init_bridge(k["bridge"], spec, params["encoder"], params["decoder"], dtype)
+  if not spec.src_features:
+    params["src_embed"] = normal(k["src"], (spec.src_vocab, e), dtype)
+    params["encoder"] = engine.init_stack(k["enc"], spec.encoder, e, dtype)
+  if spec.bridge_kind in ("dense", "vector"):
+    params["bridge"] = _init_bridge(k["bridge"], spec, params.get("encoder"), params["decoder"],
+                                    dtype)
   if spec.has_attention:
     params["attention"] = attention_lib.init(
         k["attn"], spec.decoder.hidden_size, spec.encoder.output_size, spec.attention_size, dtype,
@@ -224,7 +248,16 @@ def _dense_bridge(spec, params, enc_finals, batch_size):
   return out
 
 
-BRIDGES = {"copy": _copy_bridge, "dense": _dense_bridge, "zero": _zero_bridge}
+def _vector_bridge(spec, params, features, batch_size):
+  """One-to-many: decoder layer l, carry leaf k: tanh(v W_lk + b_lk), v (B, F)."""
+  templates = _zero_bridge(spec, params, None, batch_size)
+  return [{"fwd": jax.tree.unflatten(jax.tree.structure(template["fwd"]),
+                                     [jnp.tanh(features @ p["w"] + p["b"]) for p in dense])}
+          for template, dense in zip(templates, params["bridge"])]
+
+
+BRIDGES = {"copy": _copy_bridge, "dense": _dense_bridge, "zero": _zero_bridge,
+           "vector": _vector_bridge}
 
 
 # --- encoder, decoder step, readout -------------------------------------------------
@@ -235,7 +268,14 @@ def encode(spec: Spec, params, src: jax.Array, src_len: jax.Array) -> dict:
   src: (B, S) int; src_len: (B,) >= 1 valid lengths. Returns
   {"carries": decoder initial carries [{"fwd": carry}] per layer,
    "memory": attention memory (values (B, S, C), keys, mask) or {}}.
+  One-to-many (``spec.src_features``): src is the (B, F) feature vector, src_len unused.
   """
+  if spec.src_features:
+    features = jnp.asarray(src, jnp.float32)
+    if features.ndim != 2 or features.shape[1] != spec.src_features:
+      raise ValueError(f"a one-to-many source is (B, {spec.src_features}) features; got shape "
+                       f"{features.shape}.")
+    return {"carries": _vector_bridge(spec, params, features, features.shape[0]), "memory": {}}
   if spec.reverse_source:
     src = sequences.reverse_valid(src, src_len)
   x = params["src_embed"][src]

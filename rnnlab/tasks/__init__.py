@@ -10,6 +10,8 @@ Long-dependency tasks (definitions and baselines: docs/references.md): ``copy``,
 ``adding``, ``temporal_order`` (generated on device, ``synthetic.py``) and
 ``smnist``, ``psmnist`` (pixel MNIST from tfds, ``mnist.py``). Seq2seq toy tasks
 ``reverse``, ``sort``, ``addition`` (``seq2seq.py``, for model kind "seq2seq").
+Character-level language modelling on any UTF-8 text, ``char_lm`` (``text.py``,
+for model kind "lm").
 ``base.Task`` documents what every task has; ``Task.model_kinds`` says which
 model kinds fit it.
 """
@@ -23,12 +25,13 @@ from rnnlab.tasks import base
 from rnnlab.tasks import mnist
 from rnnlab.tasks import seq2seq
 from rnnlab.tasks import synthetic
+from rnnlab.tasks import text
 from rnnlab.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls for cls in (synthetic.CopyTask, synthetic.AddingTask,
                               synthetic.TemporalOrderTask, mnist.SequentialMnist,
-                              mnist.PermutedMnist, *seq2seq.TASKS.values())}
+                              mnist.PermutedMnist, *seq2seq.TASKS.values(), text.CharLM)}
 
 
 def task_names() -> list[str]:

@@ -45,6 +45,10 @@ class Task:
     model_kinds: the ``config.model.kind`` values that fit the task.
     on_device: True when ``train_batch`` is a pure jittable JAX function of
       (step, static batch_size); False when it returns host numpy arrays.
+    stateful: True when consecutive training batches continue the same streams
+      (truncated BPTT): the trainer keeps the model's final carry in
+      ``TrainState.carry`` and passes it as ``batch["carry"]`` to the next step;
+      the model kind then has ``init_carry`` and returns {"logits", "carry"}.
   """
   name: str
   seq_len: int
@@ -55,6 +59,7 @@ class Task:
   primary_metric: str = "accuracy"
   higher_is_better: bool = True
   on_device: bool = True
+  stateful: bool = False
   model_kinds: tuple[str, ...] = ("classifier",)
 
   @staticmethod

@@ -79,6 +79,7 @@ class Seq2SeqTask(base.Task):
   primary_metric = "accuracy"
   higher_is_better = True
   pad_id, eos_id = PAD, EOS
+  src_features = 0  # > 0: the source is a (B, src_features) vector (one-to-many)
 
   def __init__(self, cfg: dict, seed: int):
     self.seed = int(seed)
@@ -342,4 +343,91 @@ class AdditionTask(Seq2SeqTask):
             f"(\"a+b\" -> \"=sum\"{order})")
 
 
-TASKS = {cls.name: cls for cls in (ReverseTask, SortTask, AdditionTask)}
+# --- one-to-many: digits ---------------------------------------------------------------
+
+class DigitsTask(Seq2SeqTask):
+  """One-to-many: from the binary code of n (a feature vector) generate n's decimal digits.
+
+  The numbers 0..N-1 (N = 10^digits) are shuffled by the bijection
+  i -> (2011 i + 12345) mod N (2011 is prime and coprime to N); the first
+  ``eval_size`` of that order are the held-out set and training draws uniformly
+  from the rest, so every held-out number is one training never shows.
+  The source is the vector of n's F = ceil(digits log2 10)
+  bits, most significant first, as -1/+1 floats (``src`` (B, F) float32), so the
+  model reads no sequence: a decoder starts from a dense bridge of the vector
+  (``rnnlab.seq2seq.model``, ``src_features``). The target is n in decimal without
+  leading zeros, then EOS: writing it needs the whole binary-to-decimal
+  conversion, every output digit depending on every input bit. ``src_len`` holds
+  the number of decimal digits of n, so "correct@len{d}" / "frac@len{d}" give the
+  exact accuracy by output length. Token ids: PAD 0, EOS 1, BOS 2, digits 3..12.
+  """
+  name = "digits"
+
+  @staticmethod
+  def default_config():
+    return base.config_dict(
+        name="digits",    # task registry key
+        seq_len=None,     # source width, derived: the bits of 10^digits - 1
+        digits=4,         # n in [0, 10^digits - 1], written in at most `digits` digits
+        eval_size=1000,   # held-out numbers, never drawn in training
+    )
+
+  @staticmethod
+  def check(cfg: dict):
+    base.check_int(cfg, "digits", 1, 6)  # 2011 * 10^6 < 2^31: the shuffle stays in int32
+    base.check_int(cfg, "eval_size", 1, 10**cfg["digits"] // 2,
+                   why=" (at most half of the 10^digits numbers; the rest train)")
+    bits = DigitsTask.bits(cfg["digits"])
+    if cfg["seq_len"] is not None and cfg["seq_len"] != bits:
+      raise ValueError(f"digits' seq_len is derived (the {bits} bits of 10^{cfg['digits']} - 1);"
+                       f" leave it None, got {cfg['seq_len']}.")
+
+  @staticmethod
+  def bits(digits: int) -> int:
+    return int(math.ceil(digits * math.log2(10)))
+
+  def __init__(self, cfg: dict, seed: int):
+    super().__init__(cfg, seed)
+    self.digits = cfg["digits"]
+    self.src_features = self.max_src_len = self.bits(self.digits)
+    self.bos_id = BOS
+    self.vocab_size = 10 + _FIRST_SYMBOL
+    self.max_tgt_len = self.digits + 1
+    self.lengths = tuple(range(1, self.digits + 1))
+
+  def number(self, i):
+    """The i-th number of the shuffled order: (2011 i + 12345) mod 10^digits."""
+    return (2011 * i + 12345) % 10**self.digits
+
+  def _examples(self, key, batch_size):
+    i = jax.random.randint(key, (batch_size,), self.eval_size, 10**self.digits)
+    return self._encode(self.number(i))
+
+  def eval_batches(self, batch_size: int) -> list[dict]:
+    """The held-out numbers: the first ``eval_size`` of the shuffled order."""
+    data = self._encode(self.number(jnp.arange(self.eval_size, dtype=jnp.int32)))
+    return [jax.tree.map(lambda a: a[i:i + batch_size], data)
+            for i in range(0, self.eval_size, batch_size)]
+
+  def _encode(self, n):
+    shifts = jnp.arange(self.src_features - 1, -1, -1)
+    bits = (n[:, None] >> shifts) & 1
+    digits, count = sequences.decimal_digits(n, self.digits)
+    tgt_in, tgt_out, tgt_len = sequences.decoder_pair(
+        digits + _FIRST_SYMBOL, count, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    return {"src": (2.0 * bits - 1.0).astype(jnp.float32), "src_len": count.astype(jnp.int32),
+            "tgt_in": tgt_in, "tgt_out": tgt_out, "tgt_len": tgt_len}
+
+  def _answer_lengths(self):  # over all numbers (the held-out set is a uniform sample of them)
+    total = 10**self.digits
+    return [(1, 10 / total)] + [(d, 9 * 10**(d - 1) / total) for d in range(2, self.digits + 1)]
+
+  def _token_text(self, t):
+    return str(t - _FIRST_SYMBOL) if t >= _FIRST_SYMBOL else "_"
+
+  def _summary(self):
+    return (f"digits: the {self.src_features}-bit binary code of n < 10^{self.digits} (a vector) "
+            "-> n's decimal digits")
+
+
+TASKS = {cls.name: cls for cls in (ReverseTask, SortTask, AdditionTask, DigitsTask)}

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import gradflow, models
+from rnnlab import gradflow, lm, models, tasks
 from rnnlab.checks import check_int
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.training.plugins import Plugin
@@ -76,6 +76,7 @@ PERTURBABLE: dict[str, Perturbable] = {
         models._stack,  # pylint: disable=protected-access
         models.CLASSIFIER.apply,
         lambda params, batch: (params["layers"], batch["x"])),
+    "lm": Perturbable(lm._stack, models.LM.apply, lm.stack_inputs),  # pylint: disable=protected-access
 }
 
 
@@ -155,7 +156,7 @@ class Measurer:
     def norms(params, rng, step, batch=None):
       if batch is None:
         batch = task.train_batch(step, job.batch_size)
-      x = batch["x"]
+      x = perturbable.stack_inputs(params, batch)[1]  # what the stack reads: (B, T, D)
       zeros = gradflow.zero_perturbations(stack, x.shape[:-2], x.shape[-2], x.dtype)
 
       def loss_fn(perturbations):
@@ -230,6 +231,9 @@ def validate(config):
   if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < np.inf:
     raise ValueError(f"optim.omega_weight must be a number >= 0 (0 turns Omega off); got "
                      f"{weight!r}.")
+  if weight and tasks.task_class(config.task.name).stateful:
+    raise ValueError(f"optim.omega_weight applies to tasks whose batches are independent; "
+                     f"{config.task.name!r} carries the state across batches. Set it to 0.")
   uses = [n for n, v in (("gradflow.every", every), ("optim.omega_weight", weight)) if v]
   if uses and config.model.kind not in PERTURBABLE:
     raise ValueError(f"{' and '.join(uses)} need model.kind "

@@ -56,6 +56,8 @@ class TrainState:
     sums: running sums of the train metrics since the last log, and "count".
     nonfinite_step: () int32, the first step whose loss or gradient was
       NaN/Inf, -1 if none (checked on the host only at periodic actions).
+    carry: for a stateful task (truncated BPTT, ``Task.stateful``) the model's
+      final carry of the last batch, which the next batch starts from; () otherwise.
   """
   step: jax.Array
   params: Any
@@ -63,6 +65,7 @@ class TrainState:
   rng: jax.Array
   sums: dict
   nonfinite_step: jax.Array
+  carry: Any = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,10 +150,17 @@ def build(config, plugins: Sequence[Plugin] = ()) -> Job:
 
 # --- the step ------------------------------------------------------------------------
 
+# The metrics key under which a stateful task's loss hands the model's final carry to the step.
+NEXT_CARRY = "next_carry"
+
+
 def _task_loss(job: Job, params, batch, rng, step, train: bool):
   outputs = job.model.apply(params, batch, task=job.task, model_cfg=job.config.model,
                             train=train, rng=rng, step=step)
-  return job.task.loss_and_metrics(outputs, batch)
+  loss, metrics = job.task.loss_and_metrics(outputs, batch)
+  if "carry" in batch:  # truncated BPTT: no gradient flows into the previous batch
+    metrics = {**metrics, NEXT_CARRY: jax.lax.stop_gradient(outputs["carry"])}
+  return loss, metrics
 
 
 def training_loss(job: Job) -> Callable:
@@ -176,8 +186,11 @@ def train_step(job: Job, state: TrainState, batch) -> tuple[TrainState, dict]:
   """
   rng = jax.random.fold_in(state.rng, state.step)
   loss_fn = training_loss(job)
+  if job.task.stateful:
+    batch = {**batch, "carry": state.carry}
   (loss, task_metrics), grads = jax.value_and_grad(
       lambda p: loss_fn(p, batch, rng, state.step), has_aux=True)(state.params)
+  carry = task_metrics.pop(NEXT_CARRY) if job.task.stateful else state.carry
   ocfg = job.config.optim
   stats = optim.clip_stats(ocfg, grads, state.params, state.opt_state)
   stats["optim/learning_rate"] = optim.learning_rate(ocfg, job.num_steps, state.opt_state)
@@ -186,7 +199,7 @@ def train_step(job: Job, state: TrainState, batch) -> tuple[TrainState, dict]:
   step = state.step + 1
   bad = ~(jnp.isfinite(loss) & jnp.isfinite(stats["grad/norm"]))
   new = state.replace(
-      step=step, params=params, opt_state=opt_state,
+      step=step, params=params, opt_state=opt_state, carry=carry,
       sums=jax.tree.map(jnp.add, state.sums, _window(task_metrics, stats["grad/clipped"])),
       nonfinite_step=jnp.where(bad & (state.nonfinite_step < 0), step, state.nonfinite_step))
   return new, {**stats, **optim.group_norms(grads, "grad/norm"),
@@ -230,12 +243,18 @@ def init_state(job: Job) -> TrainState:
     params = job.model.init(init_key, job.task, job.config.model)
   except ValueError as err:
     raise InvalidConfigError(f"model ({job.config.model.kind}): {err}") from err
+  carry = ()
+  if job.task.stateful:
+    carry = job.model.init_carry(params, job.task, job.config.model, job.batch_size)
   batch_spec = jax.eval_shape(functools.partial(job.task.train_batch, 0, job.batch_size))
+  if job.task.stateful:
+    batch_spec = {**batch_spec, "carry": carry}
   spec = jax.eval_shape(lambda p, b: training_loss(job)(p, b, rng, 0)[1], params, batch_spec)
+  spec.pop(NEXT_CARRY, None)
   sums = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), _window(spec, 0.0))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=job.tx.init(params), rng=rng, sums=sums,
-                     nonfinite_step=jnp.full((), -1, jnp.int32))
+                     nonfinite_step=jnp.full((), -1, jnp.int32), carry=carry)
   # No weak types, every leaf committed to the device: a restored state (Orbax commits its
   # arrays) then has exactly the same signature and compile-cache key (no recompile).
   state = jax.tree.map(lambda a: jnp.array(a, a.dtype) if a.aval.weak_type else a, state)
