@@ -11,9 +11,11 @@ import pytest
 
 from conftest import quiet, rows, tiny
 from configs import char_lm as char_lm_config
+from configs import default
 from rnnlab import tasks
 from rnnlab.errors import DataNotFoundError, InvalidConfigError
 from rnnlab.tasks import text
+from rnnlab.training import checkpoint
 from rnnlab.training import job as job_lib
 from rnnlab.training import trainer
 from rnnlab.training import workdir as workdir_lib
@@ -172,3 +174,15 @@ def test_a_run_trains_resumes_exactly_and_reports_bits_per_character(tmp_path):
   records = workdir_lib.read_jsonl(os.path.join(full, workdir_lib.GRADFLOW))
   assert [r["step"] for r in records] == [0, 3, 6]
   assert len(records[-1]["dL_dh_norm"]) == 8 and min(records[-1]["dL_dh_norm"]) > 0
+
+
+def test_checkpoints_hold_the_carry_only_where_a_task_carries_state(tmp_path):
+  """The on-disk tree of a stateless run is what rnnlab wrote before TrainState.carry
+  existed, so those checkpoints still restore; a stateful run's holds its carry."""
+  before = {"step", "params", "opt_state", "rng", "sums", "nonfinite_step"}
+  stateless = job_lib.init_state(job_lib.build(default.get_config()))
+  assert set(checkpoint.on_disk(stateless)) == before
+  stateful = job_lib.init_state(job_lib.build(small(corpus(tmp_path))))
+  assert set(checkpoint.on_disk(stateful)) == before | {"carry"}
+  again = checkpoint.from_disk(stateful, checkpoint.on_disk(stateful))
+  assert jax.tree.structure(again) == jax.tree.structure(stateful)

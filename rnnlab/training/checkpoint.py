@@ -23,6 +23,7 @@ such a failure are caught (``_quiet_orbax``) and reduced to that message.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -143,7 +144,8 @@ class Checkpointer:
     metadata["self_digest"] = _self_digest(metadata)
     self._saving = step
     try:
-      self._manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=metadata)
+      self._manager.save(step, args=ocp.args.StandardSave(on_disk(state)),
+                         custom_metadata=metadata)
     except Exception as err:  # pylint: disable=broad-except (orbax raises many types)
       raise self._save_error(step, err) from err
     self.check()
@@ -276,7 +278,8 @@ class Checkpointer:
           "this run"))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     try:
-      state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      state = from_disk(template, self._manager.restore(
+          step, args=ocp.args.StandardRestore(on_disk(abstract))))
     except Exception as err:  # pylint: disable=broad-except (orbax raises many types)
       raise _Damaged(f"it cannot be read ({_first_line(err)})") from err
     problem = _mismatch(template, state)
@@ -342,6 +345,23 @@ def _first_line(err) -> str:
   cut = line.find(" See full TensorStore details")
   line = (line[:cut] if cut > 0 else line).rstrip(". ")
   return (line[:300] + "...") if len(line) > 300 else line
+
+
+def on_disk(state):
+  """What a checkpoint holds: a dataclass state (``TrainState``) as the dict of its fields,
+  without fields that hold no arrays (``carry = ()`` of a stateless task), so checkpoints
+  written before such a field existed and after it have the same structure."""
+  if not dataclasses.is_dataclass(state):
+    return state
+  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+  return {k: v for k, v in fields.items() if jax.tree.leaves(v)}
+
+
+def from_disk(template, restored):
+  """The state of ``template``'s type from what ``on_disk(template)`` restored."""
+  if not dataclasses.is_dataclass(template):
+    return restored
+  return dataclasses.replace(template, **restored)
 
 
 def _mismatch(template, state) -> str:
