@@ -23,8 +23,9 @@ global-norm clip 5 (Sutskever et al.), batch 64, 2000 steps. Held-out set:
 2000 sequences (~83 per length), greedy decoding; exact match per length from
 the "correct@len{n}" / "frac@len{n}" metrics.
 
-Arms: attention {none, bahdanau} x reverse_source {False, True}, 3 seeds each
-(12 runs). Runtime on the shared 2-core CPU, one core (taskset -c 1): see
+Arms: attention {none, bahdanau} x reverse_source {False, True}, and Luong et al.'s
+(2015) multiplicative scores {general, dot} with reverse_source False; 3 seeds each
+(18 runs). Runtime on the shared 2-core CPU, one core (taskset -c 1): see
 experiments/context_compression/README.md (measured: 19 min 39 s for the sweep;
 training wall time 46-52 s per run without attention, 128-131 s with it).
 """
@@ -34,6 +35,7 @@ from rnnlab.seq2seq import kind
 
 ATTENTIONS = ("none", "bahdanau")
 REVERSALS = (False, True)
+LUONG = ("general", "dot")  # Luong et al. 2015's multiplicative scores, unreversed source only
 SEEDS = (0, 1, 2)
 
 
@@ -46,7 +48,7 @@ def get_config():
   config.model.cell = "lstm"
   config.model.hidden_size = 64          # the fixed-size summary without attention
   config.model.embed_size = 16
-  config.model.attention = "none"        # the arm: none | bahdanau
+  config.model.attention = "none"        # the arm: none | bahdanau | general | dot
   config.model.reverse_source = False    # the arm: False (reverse alignment) | True (copy)
   config.optim.name = "adam"
   config.optim.learning_rate = 3e-3
@@ -66,3 +68,6 @@ def sweep(add):
     for reverse in REVERSALS:
       for seed in SEEDS:
         add(**{"model.attention": attention, "model.reverse_source": reverse, "seed": seed})
+  for attention in LUONG:
+    for seed in SEEDS:
+      add(**{"model.attention": attention, "model.reverse_source": False, "seed": seed})

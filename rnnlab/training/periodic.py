@@ -61,8 +61,12 @@ def _due(step: int, cfg, total: int, plugins) -> tuple[bool, bool, bool, bool]:
   so every console line carries the train loss."""
   do_eval = itstime(step, cfg.eval_every, total)
   return (itstime(step, cfg.log_every, total, first=True) or do_eval, do_eval,
-          itstime(step, cfg.checkpoint_every, total),
-          any(itstime(step, p.every, total) for p in plugins))
+          itstime(step, cfg.checkpoint_every, total), bool(plugins_due(step, plugins, total)))
+
+
+def plugins_due(step: int, plugins, total: int) -> list:
+  """The plugins whose ``act`` runs after ``step``."""
+  return [p for p in plugins if itstime(step, p.every, total)]
 
 
 class Clock:
@@ -149,8 +153,19 @@ def progress_line(step: int, total: int, row: dict, task, speed: str) -> str:
   return " | ".join(parts + [speed])
 
 
-def pick_best(values: Sequence[float], higher_is_better: bool) -> float | None:
-  return (max if higher_is_better else min)(values) if values else None
+def better(value: float, than: float | None, higher_is_better: bool) -> bool:
+  """Whether ``value`` beats ``than`` strictly (anything beats None)."""
+  return than is None or (value > than if higher_is_better else value < than)
+
+
+def best_row(rows: Sequence[dict], key: str, higher_is_better: bool) -> dict | None:
+  """The first row holding the best ``key`` (ties go to the earliest): the run's best
+  evaluation, for checkpoints_best/ and summary.json alike."""
+  best = None
+  for row in rows:
+    if key in row and better(row[key], None if best is None else best[key], higher_is_better):
+      best = row
+  return best
 
 
 def nonfinite_message(step: int, ckpt: Checkpointer, run: str | None = None) -> str:
@@ -194,13 +209,9 @@ class Run:
     """Whether ``row``'s primary held-out metric beats every earlier one (ties do not: the
     best step is the first to reach the best value, as in summary.json)."""
     key, task = f"eval/{self.job.task.primary_metric}", self.job.task
-    if key not in row:
+    if key not in row or not better(row[key], self.best_value, task.higher_is_better):
       return False
-    value = row[key]
-    if self.best_value is not None and not (
-        value > self.best_value if task.higher_is_better else value < self.best_value):
-      return False
-    self.best_value = value
+    self.best_value = row[key]
     return True
 
   @property
@@ -283,7 +294,7 @@ class PeriodicActions:
   def __call__(self, state, stats, step: int):
     cfg, total = self.job.config.train, self.job.num_steps
     log, do_eval, save, _ = _due(step, cfg, total, self.job.plugins)
-    acting = [p for p in self.job.plugins if itstime(step, p.every, total)]
+    acting = plugins_due(step, self.job.plugins, total)
     if not (log or do_eval or save or acting):
       return state
     state.step.block_until_ready()
@@ -361,8 +372,8 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
     run.writer = workdir_lib.MetricsWriter(
         run.workdir, start, resolved, ("train/loss", "eval/loss", key),
         tracker=tracking.open_run(run.job.config, resolved, run.workdir))
-    run.best_value = pick_best([r[key] for r in run.writer.history if key in r],
-                               job.task.higher_is_better)
+    best = best_row(run.writer.history, key, job.task.higher_is_better)
+    run.best_value = None if best is None else best[key]
   clock = Clock(start, max(workdir_lib.last_wall_time(r.writer.history) for r in runs),
                 job.num_steps, lambda s: _due(s, job.config.train, job.num_steps, job.plugins))
   (group_console or runs[0].console)(layout.intro(runs, state, start))

@@ -65,8 +65,7 @@ def summarize(job: job_lib.Job, history: list[dict], wall: float) -> dict:
   if not evals:
     raise RunError(f"metrics.jsonl holds no {key}; the run cannot be summarized. Start it "
                    "again with --overwrite.")
-  pick = max if task.higher_is_better else min
-  best = pick(evals, key=lambda r: r[key])
+  best = periodic.best_row(evals, key, task.higher_is_better)
   final = evals[-1]
   base = task.baseline[task.primary_metric]
   beats = beats_baseline(final[key], base, task.higher_is_better)
