@@ -11,13 +11,15 @@ Model: a 2-layer LSTM of 256 units over 64-dimensional character embeddings,
 dropout 0.1 between layers; Adam 2e-3, global-norm clipping at 1.
 The baseline is the unigram model (each character at its training frequency).
 
-Runtime and result: see MEASURED below.
+Runtime on a 2-core CPU: 9-13 minutes (measured 2026-12-02 while one or two other training
+jobs shared the machine; 1.4-2.7 steps/s). Result (measured 2026-12-02, CPython 3.11.7's
+corpus, held-out bits per character at the final step 1000, unigram baseline 4.537):
+seed 0 1.997, seed 1 1.920, seed 2 1.907 (--config.seed=N); seed 0 passes 2.94 at step 250
+and 2.44 at step 500. The summary line says "beats the baseline".
 """
 
 from configs import base
 from rnnlab import lm
-
-MEASURED = None
 
 
 def get_config():
