@@ -65,6 +65,8 @@ def sample(workdir: str, prime: str, length: int, *, temperature: float = 1.0,
   if not prime:
     raise ValueError("--prime must hold at least one character (the state starts from it).")
   ids = encode(prime, chars)
+  if top_k is not None and not 1 <= top_k <= len(chars):
+    raise ValueError(f"--top_k must be in [1, {len(chars)}] (the vocabulary size); got {top_k}.")
   job, _, state = trainer.load(workdir, checkpoint)
   if job.config.model.kind != "lm":
     raise ValueError(f"{workdir} is a {job.config.model.kind} run; sampling needs a language "
@@ -72,8 +74,6 @@ def sample(workdir: str, prime: str, length: int, *, temperature: float = 1.0,
   if len(chars) != job.task.vocab_size:
     raise ValueError(f"{VOCAB} holds {len(chars)} characters but the run's model reads "
                      f"{job.task.vocab_size}: the corpus changed since the run trained.")
-  if top_k is not None and not 1 <= top_k <= len(chars):
-    raise ValueError(f"--top_k must be in [1, {len(chars)}] (the vocabulary size); got {top_k}.")
   draw = jax.jit(lambda p, x, k: lm.generate(p, job.config.model, x, length, k,
                                               temperature=temperature, top_k=top_k))
   tokens = draw(state.params, ids, jax.random.PRNGKey(seed))

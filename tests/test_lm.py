@@ -40,7 +40,7 @@ X = np.random.default_rng(0).integers(0, V, (B, T)).astype(np.int32)
 
 # --- dropout ---------------------------------------------------------------------------
 
-def test_dropout_is_off_at_evaluation_and_on_in_training():
+def test_dropout_is_off_at_evaluation_and_on_in_training(eager):
   cfg = model_cfg(dropout=0.5)
   params = lm.init(jax.random.PRNGKey(0), Vocab, cfg)
   plain = run(model_cfg(), params, X, train=True)["logits"]
@@ -50,7 +50,7 @@ def test_dropout_is_off_at_evaluation_and_on_in_training():
   assert not np.allclose(a, plain) and not np.allclose(a, b)
 
 
-def test_variational_dropout_masks_are_shared_by_every_step():
+def test_variational_dropout_masks_are_shared_by_every_step(eager):
   x = jnp.ones((4, 50, 16))
   locked = np.asarray(lm._dropout(jax.random.PRNGKey(0), x, 0.5, locked=True))
   fresh = np.asarray(lm._dropout(jax.random.PRNGKey(0), x, 0.5, locked=False))
@@ -64,7 +64,7 @@ def test_variational_dropout_masks_are_shared_by_every_step():
 
 # --- recurrent dropout -----------------------------------------------------------------
 
-def test_recurrent_dropout_masks_h_where_the_cell_reads_it():
+def test_recurrent_dropout_masks_h_where_the_cell_reads_it(eager):
   cell = cells.get_cell("rnn")
   params = cell.init(jax.random.PRNGKey(0), 5, 6)
   xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, 5))
@@ -81,7 +81,7 @@ def test_recurrent_dropout_masks_h_where_the_cell_reads_it():
     np.testing.assert_allclose(masked[:, t], ref, rtol=1e-5, atol=1e-6)
 
 
-def test_recurrent_dropout_refuses_cells_that_carry_h_past_w_h():
+def test_recurrent_dropout_refuses_cells_that_carry_h_past_w_h(eager):
   gru = cells.get_cell("gru")
   params = gru.init(jax.random.PRNGKey(0), 5, 6)
   with pytest.raises(ValueError, match="Cells that take it: .*lstm"):
@@ -98,7 +98,7 @@ def test_recurrent_dropout_refuses_cells_that_carry_h_past_w_h():
 
 # --- zoneout -----------------------------------------------------------------------------
 
-def test_zoneout_zero_is_the_plain_cell_and_one_freezes_the_state():
+def test_zoneout_zero_is_the_plain_cell_and_one_freezes_the_state(eager):
   cell = cells.get_cell("lstm")
   params = cell.init(jax.random.PRNGKey(0), 5, 6)
   xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, 5))
@@ -114,7 +114,7 @@ def test_zoneout_zero_is_the_plain_cell_and_one_freezes_the_state():
   np.testing.assert_allclose(frozen[1], jnp.broadcast_to(start[1][:, None], (B, T, 6)))
 
 
-def test_zoneout_at_evaluation_is_the_expected_update():
+def test_zoneout_at_evaluation_is_the_expected_update(eager):
   cell, z = cells.get_cell("lstm"), 0.3
   params = cell.init(jax.random.PRNGKey(0), 5, 6)
   xs = jax.random.normal(jax.random.PRNGKey(1), (B, T, 5))
@@ -128,7 +128,7 @@ def test_zoneout_at_evaluation_is_the_expected_update():
     model_cfg(cell="mingru", zoneout=0.1)
 
 
-def test_zoneout_in_the_model_draws_in_training_only():
+def test_zoneout_in_the_model_draws_in_training_only(eager):
   cfg = model_cfg(zoneout=0.5)
   params = lm.init(jax.random.PRNGKey(0), Vocab, cfg)
   e1, e2 = (run(cfg, params, X, train=False, seed=s)["logits"] for s in (0, 1))
@@ -139,7 +139,7 @@ def test_zoneout_in_the_model_draws_in_training_only():
 
 # --- weight tying --------------------------------------------------------------------------
 
-def test_tied_embeddings_read_out_with_the_embedding_matrix():
+def test_tied_embeddings_read_out_with_the_embedding_matrix(eager):
   cfg = model_cfg(tie_embeddings=True)
   params = lm.init(jax.random.PRNGKey(0), Vocab, cfg)
   assert set(params["readout"]) == {"bias"}
@@ -165,27 +165,39 @@ def trained(tmp_path_factory):
   return workdir
 
 
-def test_greedy_samples_are_the_argmax_of_the_model_reading_its_own_output(trained):
-  """The carried state in sampling equals re-reading the whole text in one pass."""
+@pytest.fixture(scope="module")
+def loaded(trained):
+  """(job, params, vocabulary, generate): the trained run, loaded once."""
   job, _, state = trainer.load(trained)
-  chars = sample.read_vocab(trained)
-  prime = "Hasan used "
-  text = sample.sample(trained, prime, 30, temperature=0.0)
-  ids = sample.encode(prime + text, chars)
-  logits = models.LM.apply(state.params, {"x": ids[None, :-1]}, task=job.task,
+  generate = jax.jit(lambda p, x, k, t, top_k: lm.generate(p, job.config.model, x, 30, k,
+                                                           temperature=t, top_k=top_k),
+                     static_argnums=(3, 4))
+  return job, state.params, sample.read_vocab(trained), generate
+
+
+def test_greedy_samples_are_the_argmax_of_the_model_reading_its_own_output(loaded):
+  """The carried state in sampling equals re-reading the whole text in one pass."""
+  job, params, chars, generate = loaded
+  prime = sample.encode("Hasan used ", chars)
+  tokens = np.asarray(generate(params, prime, jax.random.PRNGKey(0), 0.0, None))
+  ids = np.concatenate([prime, tokens])
+  logits = models.LM.apply(params, {"x": ids[None, :-1]}, task=job.task,
                            model_cfg=job.config.model, train=False, rng=None, step=0)["logits"]
-  np.testing.assert_array_equal(np.argmax(logits[0, len(prime) - 1:], -1), ids[len(prime):])
-  assert sample.sample(trained, prime, 30, top_k=1) == text
+  np.testing.assert_array_equal(np.argmax(logits[0, len(prime) - 1:], -1), tokens)
+  np.testing.assert_array_equal(generate(params, prime, jax.random.PRNGKey(5), 1.0, 1), tokens)
 
 
-def test_sampling_is_reproducible_and_follows_the_temperature(trained):
-  a = sample.sample(trained, "He", 200, temperature=1.0, seed=0)
-  assert a == sample.sample(trained, "He", 200, temperature=1.0, seed=0)
-  assert a != sample.sample(trained, "He", 200, temperature=1.0, seed=1)
-  assert len(a) == 200 and set(a) <= set(sample.read_vocab(trained))
-  cold = sample.sample(trained, "He", 200, temperature=0.2, seed=1)
-  hot = sample.sample(trained, "He", 200, temperature=3.0, seed=1)
+def test_sampling_is_reproducible_and_follows_the_temperature(loaded, trained):
+  _, params, chars, generate = loaded
+  prime = sample.encode("He", chars)
+  draw = lambda seed, t: np.asarray(generate(params, prime, jax.random.PRNGKey(seed), t, None))
+  np.testing.assert_array_equal(draw(0, 1.0), draw(0, 1.0))
+  assert not np.array_equal(draw(0, 1.0), draw(1, 1.0))
+  cold = np.concatenate([draw(s, 0.2) for s in range(4)])
+  hot = np.concatenate([draw(s, 3.0) for s in range(4)])
   assert len(set(cold)) < len(set(hot))
+  text = sample.sample(trained, "He", 50, seed=3)  # the library call: prime's continuation
+  assert len(text) == 50 and set(text) <= set(chars)
 
 
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.5, None), (2.0, 2)])
