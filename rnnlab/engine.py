@@ -77,6 +77,17 @@ def resolve_unroll(unroll) -> int:
   return unroll
 
 
+def check_config(model_cfg):
+  """The engine fields of a ``config.model`` (``unroll``, ``parallel``, ``cell_options``
+  of ``cell``): ValueError naming the field and what is valid."""
+  try:
+    resolve_unroll(model_cfg.unroll)
+    resolve_parallel(model_cfg.cell, model_cfg.parallel)
+  except ValueError as e:
+    raise ValueError(f"model.{e}") from None
+  cells_lib.check_options(model_cfg.cell, model_cfg.cell_options)
+
+
 def to_time_major(a, batch_shape, reverse: bool = False):
   """(*batch, T, ...) -> (T, B, ...); with ``reverse`` in the order a reverse scan visits the steps."""
   b = math.prod(batch_shape)

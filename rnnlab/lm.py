@@ -97,12 +97,7 @@ def validate(model_cfg):
     raise ValueError(f"model.tie_embeddings reads out with the embedding matrix, so "
                      f"embed_size ({_embed_size(model_cfg)}) must equal hidden_size "
                      f"({model_cfg.hidden_size}); set embed_size None or equal.")
-  try:
-    engine.resolve_unroll(model_cfg.unroll)
-    engine.resolve_parallel(model_cfg.cell, model_cfg.parallel)
-  except ValueError as e:
-    raise ValueError(f"model.{e}") from None
-  cells.check_options(model_cfg.cell, model_cfg.cell_options)
+  engine.check_config(model_cfg)
 
 
 def init(key, task, model_cfg):

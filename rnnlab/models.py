@@ -125,12 +125,7 @@ def _validate_classifier(model_cfg):
   if model_cfg.dropout and model_cfg.block == "none":
     raise ValueError("model.dropout applies inside model.block='glu' blocks; the plain stack "
                      "has none. Set model.block='glu' or leave dropout 0.")
-  try:
-    engine.resolve_unroll(model_cfg.unroll)
-    engine.resolve_parallel(model_cfg.cell, model_cfg.parallel)
-  except ValueError as e:
-    raise ValueError(f"model.{e}") from None
-  cells.check_options(model_cfg.cell, model_cfg.cell_options)
+  engine.check_config(model_cfg)
 
 
 def _dense(key, n_in, n_out):
