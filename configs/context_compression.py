@@ -25,9 +25,10 @@ the "correct@len{n}" / "frac@len{n}" metrics.
 
 Arms: attention {none, bahdanau} x reverse_source {False, True}, and Luong et al.'s
 (2015) multiplicative scores {general, dot} with reverse_source False; 3 seeds each
-(18 runs). Runtime on the shared 2-core CPU, one core (taskset -c 1): see
-experiments/context_compression/README.md (measured: 19 min 39 s for the sweep;
-training wall time 46-52 s per run without attention, 128-131 s with it).
+(18 runs). Runtime on the shared 2-core CPU, one run at a time beside other jobs:
+39 min 39 s for the sweep (measured 2026-12-02; training wall time 64-73 s per run
+without attention or with a multiplicative score, 179-243 s with the additive one);
+results in experiments/context_compression/README.md.
 """
 
 from configs import base
