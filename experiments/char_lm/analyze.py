@@ -15,6 +15,9 @@ selection), measures on the held-out text:
 * gradient reach: ||d l_T / d h_t|| for the loss of the last prediction of 32 held-out
   windows of 300 characters, relative to t = T (``rnnlab.training.analyses.Measurer``
   with a custom loss): how far back the gradient that would train the model reaches;
+* the seed article's example, "Hasan used to play football and he was pretty good at it.":
+  ||d l / d h_t|| for the loss of predicting "he", at the step that reads the "n" of "Hasan"
+  (27 steps earlier) relative to the step just before "he";
 * samples at temperatures 0.5 and 1.0 after the prime "def " (seed 0 of each cell).
 
 Writes results.json and figures to --out (default: this folder) and prints the tables
@@ -45,6 +48,7 @@ WINDOWS = 512
 REACH_T, REACH_B = 300, 32
 LAGS = (10, 30, 100, 299)
 PRIME, SAMPLE_LEN, TEMPERATURES = "def ", 300, (0.5, 1.0)
+HASAN = "Hasan used to play football and he was pretty good at it."
 
 
 def held_out(job) -> np.ndarray:
@@ -91,6 +95,24 @@ def gradient_reach(job, params) -> list[float]:
   return (curve / curve[-1]).tolist()
 
 
+def hasan_reach(job, params, chars) -> dict:
+  """The gradient of the loss of "he" at the steps that read "Hasan", relative to the step
+  that reads the space before "he"."""
+  ids = sample_lib.encode(HASAN, chars)
+  he = HASAN.index(" he ") + 1          # position of the "h" of "he"
+  n_pos = HASAN.index("Hasan") + 4      # the step that reads the "n" of "Hasan"
+  batch = {"x": ids[None, :-1], "y": ids[None, 1:]}
+  targets = jnp.arange(ids.size - 1)
+
+  def he_loss(task, outputs, batch):  # predicting "h" (read at he - 1) and "e" (at he)
+    del task
+    nll = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], batch["y"])
+    return jnp.sum(jnp.where((targets == he - 1) | (targets == he), nll, 0.0), axis=-1)
+  norms = np.asarray(analyses.Measurer(job, loss=he_loss)(params, jax.random.PRNGKey(0), 0,
+                                                          batch))[0, 0]
+  return {"lag": he - 1 - n_pos, "ratio": float(norms[n_pos] / norms[he - 1])}
+
+
 def load_runs(root: str) -> list[dict]:
   runs = []
   for name in sorted(os.listdir(root)):
@@ -109,7 +131,8 @@ def load_runs(root: str) -> list[dict]:
            "wall_time_s": summary["wall_time_s"],
            "curve": [(r["step"], r["eval/bpc"]) for r in evals],
            "context": context_curve(job, state.params),
-           "reach": gradient_reach(job, state.params)}
+           "reach": gradient_reach(job, state.params),
+           "hasan": hasan_reach(job, state.params, sample_lib.read_vocab(workdir))}
     if cfg.seed == 0:
       run["samples"] = {str(t): sample_lib.sample(workdir, PRIME, SAMPLE_LEN, temperature=t,
                                                   checkpoint="latest") for t in TEMPERATURES}
@@ -138,6 +161,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
         "context": {k: mean_std([m["context"][k] for m in members]) for k in CONTEXTS},
         "reach": {lag: mean_std(reach[:, REACH_T - 1 - lag]) for lag in LAGS},
         "reach_mean": reach.mean(0).tolist(),
+        "hasan": mean_std([m["hasan"]["ratio"] for m in members]),
+        "hasan_lag": members[0]["hasan"]["lag"],
         "curve": {"step": [s for s, _ in members[0]["curve"]],
                   "mean": np.mean([[v for _, v in m["curve"]] for m in members], 0).tolist()},
         "samples": next((m["samples"] for m in members if "samples" in m), {})})
@@ -190,6 +215,10 @@ def tables(arms: list[dict]) -> str:
   for a in arms:
     lines.append(f"| {a['cell']} | " + " | ".join(
         f"{a['reach'][g][0]:.2e} ± {a['reach'][g][1]:.1e}" for g in LAGS) + " |")
+  lines += ["", f"| cell | d l(he) / d h at 'Hasan' ({arms[0]['hasan_lag']} steps back), relative |",
+            "|---|---|"]
+  for a in arms:
+    lines.append(f"| {a['cell']} | {a['hasan'][0]:.2e} ± {a['hasan'][1]:.1e} |")
   return "\n".join(lines)
 
 
