@@ -91,7 +91,15 @@ def data_for(task_name):
     yield
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "adding"])  # adding: test_train.py
+# Configs whose training path another config here already takes train with -m slow (every
+# config is still validated by default above): the classifier studies on synthetic tasks
+# (as default.py), the other seq2seq ones (as seq2seq_reverse.py), char_lm_cells (char_lm.py).
+SAME_PATH = {"copy", "gating", "clipping", "initialization", "seq2seq_addition",
+             "context_compression", "char_lm_cells"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_PATH else n
+                                  for n in CONFIGS if n != "adding"])  # adding: test_train.py
 def test_config_trains_two_steps(name, tmp_path):
   config = module(name).get_config()
   config = config_lib.override(config, {**TINY, **TINY_TASK[config.task.name]})

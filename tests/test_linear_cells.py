@@ -204,6 +204,7 @@ def test_trains_and_records_gradient_flow(name, resume, tmp_path):
     assert rows(workdir) == full
 
 
+@pytest.mark.slow  # the seq2seq model runs any cell through engine.scan, checked for these above
 def test_seq2seq_with_linear_encoder_and_decoder(tmp_path):
   config = small_config("reverse", seq2seq=True, **{
       "task.seq_len": 4, "task.num_symbols": 5, "task.eval_size": 8, "model.cell": "lru",

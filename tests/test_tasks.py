@@ -53,9 +53,9 @@ def symbols(x):
 
 def test_registry_and_default_configs_validate():
   assert tasks.task_names() == ["copy", "adding", "temporal_order", "smnist", "psmnist",
-                                "reverse", "sort", "addition"]
+                                "reverse", "sort", "addition", "digits", "char_lm"]
   seq2seq = {n for n in tasks.task_names() if tasks.task_class(n).model_kinds == ("seq2seq",)}
-  assert seq2seq == {"reverse", "addition", "sort"}
+  assert seq2seq == {"reverse", "addition", "sort", "digits"}
   for name in tasks.task_names():  # one protocol: every task is a base.Task with its config
     cls = tasks.task_class(name)
     assert issubclass(cls, tasks.Task) and cls.name == name

@@ -75,6 +75,7 @@ def test_vmapped_runs_equal_runs_one_by_one(tmp_path, make):
   assert rows(together[0])[-1] != rows(together[1])[-1]
 
 
+@pytest.mark.slow  # each run's checkpoint is the single-run Checkpointer, resumed by default there
 def test_vmapped_runs_resume_from_their_checkpoints(tmp_path):
   configs = [config_lib.with_overrides(_adding(), v) for v in VARIANTS]
   dirs = [str(tmp_path / f"r{i}") for i in range(len(configs))]
