@@ -139,6 +139,7 @@ def test_paired_alternates_order_and_summarizes():
   assert "behind beyond noise (upper quartile < 1) at 1: gru train 1 2 3" in text
 
 
+@pytest.mark.slow  # the worker protocol it drives is covered by the CLI test above
 def test_paired_command_runs(tmp_path):
   """The real command in its own process (it pins its threads, as a user's run does)."""
   out = tmp_path / "paired.json"

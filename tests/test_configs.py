@@ -93,9 +93,11 @@ def data_for(task_name):
 
 # Configs whose training path another config here already takes train with -m slow (every
 # config is still validated by default above): the classifier studies on synthetic tasks
-# (as default.py), the other seq2seq ones (as seq2seq_reverse.py), char_lm_cells (char_lm.py).
+# (as default.py), the seq2seq
+# ones (test_seq2seq_train.py trains seq2seq_reverse.py, and the modes of exposure_bias.py
+# are trained in test_seq2seq.py), char_lm_cells (as char_lm.py).
 SAME_PATH = {"copy", "gating", "clipping", "initialization", "seq2seq_addition",
-             "context_compression", "char_lm_cells"}
+             "seq2seq_reverse", "context_compression", "exposure_bias", "char_lm_cells"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_PATH else n

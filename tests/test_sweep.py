@@ -122,6 +122,7 @@ def _launch(config, root, *extra, **kw):
                           stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
+@pytest.mark.slow  # by default the SIGTERM test below interrupts a sweep and checks it resumable
 def test_tiny_sweep_interrupted_then_completes(tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(TINY)

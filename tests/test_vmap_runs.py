@@ -147,6 +147,7 @@ def sweep(add):  # the grouping itself: test_vmap_groups_* above
 '''
 
 
+@pytest.mark.slow  # vmapped training is checked equal to one-by-one runs by default above
 def test_sweep_with_vmap_runs_each_group_in_one_process(tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(SWEEP)
