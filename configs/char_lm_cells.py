@@ -12,8 +12,7 @@ BPTT over 32 streams of 100 steps, state carried; Adam 2e-3, global-norm clippin
 Runtime and results: experiments/char_lm/README.md.
 """
 
-from configs import base
-from rnnlab import lm
+from configs import char_lm
 
 # cell -> hidden size with 381k +- 1k parameters (embedding 166 x 64, readout H x 166).
 CELLS = {"rnn": 504, "lstm": 256, "gru": 296}
@@ -21,22 +20,11 @@ SEEDS = (0, 1, 2)
 
 
 def get_config():
-  config = base.get_config("char_lm")
-  config.model = lm.default_config()
-  config.model.cell = "lstm"
+  """configs/char_lm.py's run with one layer and no dropout (the arms set cell and size)."""
+  config = char_lm.get_config().unlock()
   config.model.hidden_size = CELLS["lstm"]
   config.model.num_layers = 1
-  config.model.embed_size = 64
-  config.task.seq_len = 100
-  config.optim.name = "adam"
-  config.optim.learning_rate = 2e-3
-  config.optim.clip_mode = "global_norm"
-  config.optim.clip_norm = 1.0
-  config.train.batch_size = 32
-  config.train.num_steps = 1000
-  config.train.log_every = 50
-  config.train.eval_every = 250
-  config.train.checkpoint_every = 250
+  config.model.dropout = 0.0
   return config.lock()
 
 
