@@ -146,7 +146,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
   for r in runs:
     arms.setdefault(r["cell"], []).append(r)
   out = []
-  for cell in ("rnn", "lstm", "gru"):
+  for cell in ("rnn", "lstm", "gru", "mingru", "lru"):
     members = arms.get(cell)
     if not members:
       continue
