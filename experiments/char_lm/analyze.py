@@ -36,6 +36,7 @@ import numpy as np
 import optax
 from matplotlib.figure import Figure
 
+from configs.char_lm_cells import CELLS
 from experiments.study_report import fmt_mean_std, mean_std, root_and_out, write_json
 from rnnlab import sample as sample_lib
 from rnnlab.training import analyses, trainer
@@ -146,10 +147,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
   for r in runs:
     arms.setdefault(r["cell"], []).append(r)
   out = []
-  for cell in ("rnn", "lstm", "gru", "mingru", "lru"):
-    members = arms.get(cell)
-    if not members:
-      continue
+  # the config's order first, then any other cell found under the root
+  for cell in [*(c for c in CELLS if c in arms), *sorted(set(arms) - set(CELLS))]:
+    members = arms[cell]
     reach = np.array([m["reach"] for m in members])
     out.append({
         "cell": cell, "hidden_size": members[0]["hidden_size"], "params": members[0]["params"],
