@@ -23,6 +23,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rnnlab.sweeps import report
+from rnnlab.training import config as config_lib
+from rnnlab.training import workdir
+
+LEDGER = "runs.json"  # in a study's folder, beside results.json
+KEPT = ("done", "failed")  # the statuses a ledger records
 
 SOLVED = {"adding": ("eval/loss", lambda v: v < 0.01, "MSE < 0.01"),
           "copy": ("eval/accuracy", lambda v: v >= 0.99, "recall accuracy >= 0.99"),
@@ -148,13 +153,125 @@ def summarize_arms(task, rows, label) -> dict:
   return out
 
 
+def eval_curve(run_dir: str) -> list[dict]:
+  """Every evaluation of a run: {"step", "wall_time_s", "eval/...": value}."""
+  try:
+    rows = workdir.read_jsonl(os.path.join(run_dir, workdir.METRICS))
+  except OSError:
+    return []
+  return [{"step": r["step"], "wall_time_s": r.get("perf/wall_time_s"),
+           **{k: v for k, v in r.items() if k.startswith("eval/")}}
+          for r in rows if any(k.startswith("eval/") for k in r)]
+
+
+def _base(config: dict, row: dict) -> dict:
+  """A run's flattened config less the fields its sweep overrides (set, not None)."""
+  swept = {k for k in row if "." in k or k == "seed"}
+  return {k: v for k, v in config.items() if k not in swept}
+
+
+def with_ledger(task: str, root: str, rows: list[dict], path: str,
+                stream=None) -> list[dict]:
+  """The sweep folder's rows merged with the study's run ledger, which is updated.
+
+  The ledger (``runs.json`` in the study's folder, committed with results.json) keeps,
+  per task and run, its results.csv row, its held-out curve and its config, so that a
+  study whose runs span several sittings or machines is aggregated from every run
+  finished so far, even where its run folder is gone. A run finished (done or failed)
+  in the folder replaces its ledger entry; a run pending or unfinished there is taken
+  from the ledger. A ledger run whose config differs from the folder's finished runs
+  in a field the sweep does not vary (another step budget, say) is left out, and the
+  fields are printed. Each row gains ``curve`` (``eval_curve``) and ``from_ledger``.
+  """
+  import sys  # pylint: disable=g-import-not-at-top
+  stream = stream or sys.stdout
+  try:
+    with open(path) as f:
+      ledger = json.load(f)
+  except FileNotFoundError:
+    ledger = {}
+  except ValueError as e:
+    raise ValueError(f"{path} is not a run ledger (JSON: {e}); restore it from git "
+                     "(git checkout -- <file>) or delete it to start a new one.") from None
+  book = ledger.setdefault(task, {})
+  fresh = {}
+  for row in rows:
+    if row["status"] not in KEPT:
+      continue
+    run_dir = os.path.join(root, row["run"])
+    try:
+      config = workdir.read_config(run_dir) or {}
+    except ValueError:
+      config = {}
+    config = {k: v for k, v in config_lib.flatten(config).items() if v is not None}
+    fresh[row["run"]] = book[row["run"]] = {
+        "row": {k: v for k, v in row.items() if k not in ("curve", "from_ledger")},
+        "curve": eval_curve(run_dir), "config": config}
+  bases = {json.dumps(_base(e["config"], e["row"]), sort_keys=True) for e in fresh.values()}
+  reference = json.loads(bases.pop()) if len(bases) == 1 else None
+  by_name = {r["run"]: r for r in rows}
+  merged, stale = [], {}
+  for name in dict.fromkeys([*by_name, *book]):
+    entry, row = book.get(name), by_name.get(name)
+    if row is not None and (entry is None or name in fresh):
+      merged.append({**row, "curve": entry["curve"] if entry else [], "from_ledger": False})
+      continue
+    if reference is not None:
+      base = _base(entry["config"], entry["row"])
+      fields = config_lib.diff(base, reference)
+      if fields:
+        stale[name] = fields
+        if row is not None:
+          merged.append({**row, "curve": [], "from_ledger": False})
+        continue
+    merged.append({**entry["row"], "curve": entry["curve"], "from_ledger": True})
+  if stale:
+    fields = sorted({f for v in stale.values() for f in v})
+    print(f"({task}: {len(stale)} run(s) of {path} were trained with another config than "
+          f"the finished runs in {root} and are left out: {', '.join(fields)})", file=stream)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  ledger = {t: dict(sorted(b.items())) for t, b in sorted(ledger.items())}
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(ledger, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+  return merged
+
+
+def carry_over(path: str, results: dict) -> dict:
+  """``results`` plus the entries of the results.json at ``path`` that it does not recompute.
+
+  A study's results.json from before its run ledger existed holds arms whose run folders
+  are gone: each such "<arm>, T=<t>" entry (of a task's table or an extra's table) is kept,
+  and listed under "carried" ({table: [keys]}), until a rerun of those runs replaces it.
+  """
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return results
+  out, carried = dict(results), {}
+  for table, entries in old.items():
+    if table == "carried" or not isinstance(entries, dict):
+      continue
+    kept = {k: v for k, v in entries.items() if k not in out.get(table, {})}
+    if kept:
+      out[table] = {**out.get(table, {}), **kept}
+      carried[table] = sorted(kept)
+  if carried:
+    out["carried"] = carried
+  return out
+
+
 def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
          sort_key: Callable[[dict], tuple], panel: Callable[[dict], str] | None,
          out: str, line_label: Callable[[dict], str] | None = None,
          extra: Callable[[str, str, list[dict], dict, str], None] | None = None):
   """The command line of a study's analyze.py: one ``--<task>=<sweep folder>`` per task.
 
-  For each task with a results.csv: prints the arm x length table, writes
+  For each task with a results.csv or runs in the study's ledger (``with_ledger``,
+  ``<out>/runs.json``): prints the arm x length table, writes
   ``<out>/<task>.png`` (one line per ``line_label``, default the arm, one panel
   per ``panel``) and collects ``summarize_arms`` into ``<out>/results.json``.
   ``extra(task, root, rows, results, out)`` may add more (printing, results, figures in out).
@@ -168,10 +285,16 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
   results = {}
   for task in defaults:
     root = getattr(args, task)
-    if not os.path.exists(os.path.join(root, "results.csv")):
-      print(f"(no {root}/results.csv: skipping {task})")
+    found = os.path.exists(os.path.join(root, "results.csv"))
+    rows = with_ledger(task, root, load(root) if found else [],
+                       os.path.join(args.out, LEDGER))
+    if not rows:
+      print(f"(no {root}/results.csv and no {task} runs in {args.out}/{LEDGER}: "
+            f"skipping {task})")
       continue
-    rows = sorted(load(root), key=sort_key)
+    if not found:
+      print(f"(no {root}/results.csv: {task} from {args.out}/{LEDGER} alone)")
+    rows = sorted(rows, key=sort_key)
     print(f"\n### {task}\n")
     print(table(task, rows, label))
     figure(task, rows, line_label or label, os.path.join(args.out, f"{task}.png"), panel=panel,
@@ -179,7 +302,8 @@ def main(doc: str, defaults: dict[str, str], label: Callable[[dict], str],
     results[task] = summarize_arms(task, rows, label)
     if extra:
       extra(task, root, rows, results, args.out)
-  write_json(os.path.join(args.out, "results.json"), results)
+  path = os.path.join(args.out, "results.json")
+  write_json(path, carry_over(path, results))
 
 
 def root_and_out(doc: str, default_root: str, default_out) -> tuple[str, "pathlib.Path"]:

@@ -19,7 +19,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments import study_report as report
-from rnnlab.training import workdir
 
 HERE = pathlib.Path(__file__).resolve().parent
 ORDER = ("lru r_min=0.99", "lru r_min=0.9", "lru r_min=0", "mingru", "minlstm",
@@ -37,11 +36,11 @@ def panel(row) -> str:
   return "classic cells" if row["model.cell"] in ("lstm", "gru") else "linear recurrences"
 
 
-def _curve(root: str, row: dict, metric: str) -> list[tuple[int, float, float]]:
-  """(step, wall time s, metric) at every evaluation of one run."""
-  rows = workdir.read_jsonl(os.path.join(root, row["run"], workdir.METRICS))
-  return [(r["step"], r.get("perf/wall_time_s", np.nan), r[metric]) for r in rows
-          if metric in r]
+def _curve(row: dict, metric: str) -> list[tuple[int, float, float]]:
+  """(step, wall time s, metric) at every evaluation of one run (from its folder or the
+  study's run ledger, ``study_report.with_ledger``)."""
+  return [(r["step"], np.nan if r.get("wall_time_s") is None else r["wall_time_s"], r[metric])
+          for r in row.get("curve", []) if metric in r]
 
 
 def first_solved(task: str, curve) -> tuple[int, float] | None:
@@ -53,7 +52,7 @@ def first_solved(task: str, curve) -> tuple[int, float] | None:
 def extra(task: str, root: str, rows: list[dict], results: dict, out: str):
   """The time-to-solve table and the learning-curve figure."""
   metric, _, criterion = report.SOLVED[task]
-  curves = {r["run"]: _curve(root, r, metric) for r in rows if r["status"] != "pending"}
+  curves = {r["run"]: _curve(r, metric) for r in rows if r["status"] != "pending"}
   lengths = sorted({r["task.seq_len"] for r in rows})
   print(f"\nFirst evaluation that meets {criterion} (every 250 steps): median step and "
         "median wall time of the finished runs that did (solved / finished runs). Wall time "
