@@ -57,6 +57,21 @@ _ONLY = flags.DEFINE_string(
 _VMAP_GROUP = flags.DEFINE_list(
     "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
     "given by index, vmapped in this process.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "One run across processes or hosts: process 0's HOST:PORT, the same "
+    "for every process (or JAX_COORDINATOR_ADDRESS). See rnnlab/training/distributed.py.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --coordinator: how many processes the run spans "
+    "(or JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --coordinator: this process's id, 0 to num_processes - 1 "
+    "(or JAX_PROCESS_ID); process 0 writes the run folder and the console.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "One run across the processes of a SLURM (srun) or Open MPI "
+    "(mpirun) job: JAX reads the coordinator, count and id from the cluster's variables.")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "join_timeout", 120, "Seconds a process waits for the others to join (--coordinator, "
+    "--distributed) before it gives up.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -149,10 +164,28 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax and absl chatter; progress is printed
   signal.signal(signal.SIGTERM, _stop_on_sigterm)
+  from rnnlab.training import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    join = distributed.settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                auto=_DISTRIBUTED.value)
+  except ValueError as err:
+    print(f"Bad flags: {err}", file=sys.stderr)
+    return 2
   if _SWEEP.value:
+    if join is not None:
+      print("Bad flags: --sweep runs its runs on this machine; to spread a sweep over a "
+            "cluster use --sweep --backend=ray, and give one run several hosts with "
+            "--coordinator (without --sweep).", file=sys.stderr)
+      return 2
     return _sweep()
   from rnnlab.errors import InvalidConfigError, RunError  # pylint: disable=g-import-not-at-top
   from rnnlab.training import trainer  # pylint: disable=g-import-not-at-top (after flags: fast --help)
+  if join is not None:
+    try:
+      distributed.initialize(join, _JOIN_TIMEOUT.value)
+    except RuntimeError as err:
+      print(f"Cannot start the run: {err} Nothing was written.", file=sys.stderr)
+      return 1
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except InvalidConfigError as err:

@@ -10,7 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from rnnlab import cells, tasks
-from rnnlab.training import tracking
+from rnnlab.training import sharding, tracking
 
 
 def model() -> ml_collections.ConfigDict:
@@ -89,6 +89,7 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   config.train = train()                        # batch, steps, logging and checkpoint periods
   config.gradflow = gradflow()                  # gradient-flow measurement during training
   config.wandb = tracking.default_config()      # optional W&B tracking (rnnlab.training.tracking)
+  config.mesh = sharding.default_config()       # devices: data parallelism (rnnlab.training.sharding)
   return config
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from rnnlab.errors import CheckpointError, StorageError
+from rnnlab.training import sharding
 from rnnlab.training.workdir import CHECKPOINTS, CHECKPOINTS_DAMAGED, fs_cause
 
 FORMAT = "rnnlab/checkpoint-v1"
@@ -48,7 +49,7 @@ _SPACE_MARGIN = 256 << 10
 
 def digests(state) -> dict[str, str]:
   """``{path: BLAKE2b-128 of dtype, shape and bytes}`` of each array of ``state`` (on the host)."""
-  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
+  leaves = jax.tree_util.tree_flatten_with_path(sharding.host(state))[0]
   out = {}
   for path, leaf in leaves:
     array = np.ascontiguousarray(leaf)

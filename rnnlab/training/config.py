@@ -35,13 +35,21 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
+# Sections that say how a run executes, not what it computes: no difference for resuming
+# (a run checkpointed on 4 devices resumes on 1) nor for a sweep's finished runs.
+EXECUTION = ("mesh",)
+
+
 def diff(old: dict, new: dict) -> list[str]:
   """Lines "field: old -> new" for every field whose value differs.
 
   A field one side lacks and the other holds as None (a later version's new
-  option, at its default) is no difference: an older run still resumes.
+  option, at its default) is no difference: an older run still resumes. The
+  ``EXECUTION`` sections (the device mesh) are no difference either.
   """
-  a, b = flatten(old), flatten(new)
+  keep = lambda k: k.split(".", 1)[0] not in EXECUTION
+  a = {k: v for k, v in flatten(old).items() if keep(k)}
+  b = {k: v for k, v in flatten(new).items() if keep(k)}
   absent = "<absent>"
   same = lambda x, y: x == y or {x, y} == {absent, None}
   return [f"{k}: {a.get(k, absent)!r} -> {b.get(k, absent)!r}"

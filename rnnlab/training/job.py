@@ -33,7 +33,7 @@ import optax
 from rnnlab import models, tasks
 from rnnlab.checks import check_int
 from rnnlab.errors import DataNotFoundError, InvalidConfigError
-from rnnlab.training import analyses, optim, tracking
+from rnnlab.training import analyses, optim, sharding, tracking
 from rnnlab.training import config as config_lib
 from rnnlab.training.plugins import Plugin
 
@@ -76,6 +76,7 @@ class Job:
   model: models.ModelKind
   tx: optax.GradientTransformation
   plugins: tuple[Plugin, ...] = ()
+  placement: sharding.Placement | None = None  # the devices (rnnlab.training.sharding)
 
   @property
   def num_steps(self) -> int:
@@ -126,6 +127,8 @@ def validate(config):
   analyses.validate(config)
   if "wandb" in config:
     tracking.validate(config.wandb)
+  if "mesh" in config:
+    sharding.validate(config.mesh, config.train.batch_size)
 
 
 def build(config, plugins: Sequence[Plugin] = ()) -> Job:
@@ -145,7 +148,8 @@ def build(config, plugins: Sequence[Plugin] = ()) -> Job:
     raise DataNotFoundError(str(err)) from err
   model = models.get_model(config.model.kind)
   tx = optim.make_optimizer(config.optim, config.train.num_steps)
-  return Job(config, task, model, tx, (*analyses.from_config(config), *plugins))
+  return Job(config, task, model, tx, (*analyses.from_config(config), *plugins),
+             sharding.placement(config))
 
 
 # --- the step ------------------------------------------------------------------------
@@ -209,11 +213,15 @@ def train_step(job: Job, state: TrainState, batch) -> tuple[TrainState, dict]:
 
 def make_step_fn(job: Job) -> Callable:
   """The jitted ``(state, batch) -> (state, stats)``; synthetic tasks ignore ``batch``
-  and generate batch ``state.step`` inside the compiled step."""
-  if job.task.on_device:
-    return jax.jit(lambda state, batch: train_step(
-        job, state, job.task.train_batch(state.step, job.batch_size)))
-  return jax.jit(functools.partial(train_step, job))
+  and generate batch ``state.step`` inside the compiled step, split over the mesh."""
+  place = job.placement
+
+  def step(state, batch):
+    if job.task.on_device:
+      batch = place.constrain_batch(job.task.train_batch(state.step, job.batch_size))
+    state, stats = train_step(job, state, batch)
+    return place.constrain_state(state), stats
+  return jax.jit(step)
 
 
 def host_batches(job: Job, start: int) -> Iterator[Any]:
@@ -221,12 +229,13 @@ def host_batches(job: Job, start: int) -> Iterator[Any]:
   if job.task.on_device:
     while True:
       yield None
+  prepare = lambda step: job.placement.put_batch(job.task.train_batch(step, job.batch_size))
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    future = pool.submit(job.task.train_batch, start, job.batch_size)
+    future = pool.submit(prepare, start)
     for step in range(start, job.num_steps):
       batch = future.result()
       if step + 1 < job.num_steps:
-        future = pool.submit(job.task.train_batch, step + 1, job.batch_size)
+        future = pool.submit(prepare, step + 1)
       yield batch
 
 
@@ -258,7 +267,7 @@ def init_state(job: Job) -> TrainState:
   # No weak types, every leaf committed to the device: a restored state (Orbax commits its
   # arrays) then has exactly the same signature and compile-cache key (no recompile).
   state = jax.tree.map(lambda a: jnp.array(a, a.dtype) if a.aval.weak_type else a, state)
-  return jax.device_put(state, jax.devices()[0])
+  return job.placement.put_state(state)
 
 
 def num_params(params) -> int:
@@ -289,5 +298,5 @@ def weighted_means(outs: Sequence[dict], sizes: Sequence[int]) -> dict:
 def evaluate(eval_fn, params, batches: Sequence[dict]) -> dict[str, float]:
   """``eval/<metric>``: means over the held-out set, batches weighted by their length."""
   sizes = [len(jax.tree.leaves(b)[0]) for b in batches]  # any task's batch layout
-  outs = jax.device_get([eval_fn(params, b) for b in batches])
+  outs = sharding.host([eval_fn(params, b) for b in batches])
   return {k: float(v) for k, v in weighted_means(outs, sizes).items()}

@@ -34,6 +34,7 @@ import numpy as np
 from rnnlab.errors import NonFiniteError
 from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
+from rnnlab.training import sharding
 from rnnlab.training import tracking
 from rnnlab.training import workdir as workdir_lib
 from rnnlab.training.checkpoint import Checkpointer
@@ -264,14 +265,15 @@ class Single:
   def evaluate(self, runs: Sequence[Run], params) -> list[dict]:
     if self._eval is None:
       cfg = self.job.config.train
-      self._eval = self.job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size)
+      self._eval = [self.job.placement.put_batch(b) for b in
+                    self.job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size)]
     return [job_lib.evaluate(self.eval_fn, params, self._eval)]
 
   def intro(self, runs: Sequence[Run], state, start: int) -> str:
     job = self.job
     return (f"{job.task.describe()}; model {job.config.model.kind} "
             f"({job.config.model.get('cell', '')}) with {job_lib.num_params(state.params):,} "
-            f"parameters; steps {start}->{job.num_steps}.")
+            f"parameters; steps {start}->{job.num_steps}; on {job.placement.describe()}.")
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -305,7 +307,7 @@ class PeriodicActions:
     self._check_finite(state)
     rows = [{} for _ in self.runs]
     if log:
-      sums, host_stats = jax.device_get((state.sums, stats))
+      sums, host_stats = sharding.host((state.sums, stats))
       for i, (run, row) in enumerate(zip(self.runs, rows)):
         row.update(**window_means(self.layout.part(sums, i)), **self.layout.part(host_stats, i),
                    **baseline_metrics(run.job.task))
@@ -327,7 +329,7 @@ class PeriodicActions:
     return state
 
   def _check_finite(self, state):
-    bad = np.atleast_1d(jax.device_get(state.nonfinite_step))
+    bad = np.atleast_1d(sharding.host(state.nonfinite_step))
     for run, first_bad in zip(self.runs, bad):
       if first_bad >= 0 and not run.failed:
         run.fail(nonfinite_message(int(first_bad), run.ckpt,
@@ -369,6 +371,9 @@ def train_session(runs: Sequence[Run], layout, state, start: int,
   key = f"eval/{job.task.primary_metric}"
   for run in runs:
     resolved = config_lib.resolved(run.job.config)
+    if jax.process_index() > 0:  # across processes, process 0 writes the files
+      run.writer = workdir_lib.MemoryWriter(run.workdir, start)
+      continue
     run.writer = workdir_lib.MetricsWriter(
         run.workdir, start, resolved, ("train/loss", "eval/loss", key),
         tracker=tracking.open_run(run.job.config, resolved, run.workdir))

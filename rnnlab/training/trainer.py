@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 from rnnlab.errors import CheckpointError, InvalidConfigError, NonFiniteError, RunError
 from rnnlab.training import checkpoint
 from rnnlab.training import config as config_lib
+from rnnlab.training import distributed
 from rnnlab.training import job as job_lib
 from rnnlab.training import periodic
 from rnnlab.training import workdir as workdir_lib
@@ -88,9 +89,13 @@ def summary_line(summary: dict) -> str:
 
 
 def finish(run: periodic.Run, **extra) -> dict:
-  """Writes the (closed) run's summary.json and its last console line; returns the summary."""
+  """Writes the (closed) run's summary.json and its last console line; returns the summary.
+
+  Across processes only process 0 writes; every process returns the summary.
+  """
   summary = {**summarize(run.job, run.writer.history, run.wall), **extra}
-  workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.SUMMARY), summary)
+  if distributed.is_primary():
+    workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.SUMMARY), summary)
   run.console(summary_line(summary))
   run.console(outputs_line(run.workdir))
   return summary
@@ -168,12 +173,22 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   workdir holding another run; CheckpointError for an unusable checkpoint;
   NonFiniteError for a NaN/Inf loss or gradient; DataNotFoundError for missing
   data. ``plugins`` join the ones the config switches on (``rnnlab.training.plugins``).
+
+  Across processes (``rnnlab.training.distributed``) every process calls this; process 0
+  alone writes the run folder and the console.
   """
-  workdir_lib.check_writable(workdir)
+  primary = distributed.is_primary()
+  if primary:
+    workdir_lib.check_writable(workdir)
   job = job_lib.build(config, plugins)
   state = job_lib.init_state(job)
-  workdir_lib.prepare(config, workdir, overwrite, lambda: checkpoint.recorded(workdir), console)
-  workdir_lib.save_artifacts(job.task, workdir)
+  if primary:
+    workdir_lib.prepare(config, workdir, overwrite, lambda: checkpoint.recorded(workdir),
+                        console)
+    workdir_lib.save_artifacts(job.task, workdir)
+  distributed.barrier("rnnlab: run folder prepared")
+  if not primary:
+    console = lambda line: None
   run = periodic.Run(job, workdir, console)
   with close_on_exit(run):  # waits for the last checkpoint: summary.json then marks a complete run
     state = restore(run, state)

@@ -43,6 +43,7 @@ from rnnlab.training import checkpoint
 from rnnlab.training import config as config_lib
 from rnnlab.training import job as job_lib
 from rnnlab.training import periodic
+from rnnlab.training import sharding
 from rnnlab.training import trainer
 from rnnlab.training import workdir as workdir_lib
 
@@ -88,11 +89,16 @@ class Stacked:
 
   def __init__(self, runs: Sequence[periodic.Run]):
     self.job = runs[0].job
-    self.keys = jnp.stack([r.job.task.stream_key for r in runs])
+    # The runs split over the devices (a lane never talks to another: no communication).
+    self.placement = sharding.runs_placement(len(runs), self.job.config)
+    self.keys = self.placement.put_state(jnp.stack([r.job.task.stream_key for r in runs]))
     job = self.job
     self.eval_fn = jax.jit(jax.vmap(lambda params, batch: job_lib.eval_metrics(
         job, params, batch)))
     self._eval = None
+
+  def place(self, state):
+    return self.placement.put_state(state)
 
   part = staticmethod(unstack)
 
@@ -102,7 +108,11 @@ class Stacked:
 
     def one(state, key):
       return job_lib.train_step(job, state, job.task.batch_at(key, state.step, job.batch_size))
-    return jax.jit(jax.vmap(one))
+
+    def step(state, keys):
+      state, stats = jax.vmap(one)(state, keys)
+      return self.placement.constrain_state(state), stats
+    return jax.jit(step)
 
   def feed(self, start: int):
     del start
@@ -113,10 +123,11 @@ class Stacked:
     if self._eval is None:  # every run's held-out set, stacked batch by batch, once
       cfg = self.job.config.train
       per_run = [r.job.task.eval_batches(cfg.eval_batch_size or cfg.batch_size) for r in runs]
-      self._eval = ([stack([batches[b] for batches in per_run]) for b in range(len(per_run[0]))],
+      self._eval = ([self.placement.put_state(stack([batches[b] for batches in per_run]))
+                     for b in range(len(per_run[0]))],
                     [len(jax.tree.leaves(b)[0]) for b in per_run[0]])
     batches, sizes = self._eval
-    means = job_lib.weighted_means([jax.device_get(self.eval_fn(params, b)) for b in batches],
+    means = job_lib.weighted_means([sharding.host(self.eval_fn(params, b)) for b in batches],
                                    sizes)
     return [{k: float(v[i]) for k, v in means.items()} for i in range(len(runs))]
 
@@ -125,7 +136,7 @@ class Stacked:
     return (f"{len(runs)} vmapped runs of {job.task.describe()}; model {job.config.model.kind} "
             f"({job.config.model.get('cell', '')}) with "
             f"{job_lib.num_params(unstack(state.params, 0)):,} parameters each; "
-            f"steps {start}->{job.num_steps}.")
+            f"steps {start}->{job.num_steps}; on {self.placement.describe()}.")
 
 
 def train_runs(configs: Sequence, workdirs: Sequence[str], *,
@@ -164,7 +175,8 @@ def train_runs(configs: Sequence, workdirs: Sequence[str], *,
         by_step.setdefault(int(state.step), []).append(i)
       for start, members in sorted(by_step.items()):
         group = [runs[i] for i in members]
-        periodic.train_session(group, Stacked(group), stack([states[i] for i in members]),
+        layout = Stacked(group)
+        periodic.train_session(group, layout, layout.place(stack([states[i] for i in members])),
                                start, group_console=console)
     return [None if run.failed else trainer.finish(run, vmapped_runs=len(runs))
             for run in runs]

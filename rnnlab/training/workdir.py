@@ -372,6 +372,22 @@ class MetricsWriter:
         closing()
 
 
+class MemoryWriter:
+  """A ``MetricsWriter`` that writes no file: the rows of metrics.jsonl up to the resume
+  step, then each new row, in ``history`` (processes other than 0 of a run across
+  processes, which read the folder process 0 writes)."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    self.history = [r for r in read_jsonl(os.path.join(workdir, METRICS))
+                    if r.get("step", 0) <= resume_step]
+
+  def write(self, step: int, row: dict):
+    self.history.append({"step": int(step), **{k: _plain(v) for k, v in sorted(row.items())}})
+
+  def close(self):
+    pass
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """The rows of ``<workdir>/metrics.jsonl``."""
   return read_jsonl(os.path.join(workdir, METRICS))
