@@ -57,6 +57,20 @@ _ONLY = flags.DEFINE_string(
 _VMAP_GROUP = flags.DEFINE_list(
     "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
     "given by index, vmapped in this process.")
+_BACKEND = flags.DEFINE_enum(
+    "backend", "local", ["local", "ray"], "With --sweep: where the runs execute: 'local' "
+    "processes (--jobs at a time), or 'ray' tasks on a Ray cluster (pip install "
+    "'rnnlab[cluster]'; see rnnlab/sweeps/ray_backend.py).")
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "With --backend=ray: the cluster's HOST:PORT (or RAY_ADDRESS); "
+    "neither starts a local Ray cluster for the sweep.")
+_RAY_CPUS = flags.DEFINE_float("ray_cpus", 1.0, "With --backend=ray: CPUs each task (a run "
+                               "or a vmapped group) reserves.")
+_RAY_GPUS = flags.DEFINE_float("ray_gpus", 0.0, "With --backend=ray: GPUs each task reserves "
+                               "(fractions share a GPU).")
+_RAY_RETRIES = flags.DEFINE_integer(
+    "ray_retries", 1, "With --backend=ray: how often a task whose worker or node died is run "
+    "again (it resumes from the run's checkpoint); after that the run is recorded failed.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator", None, "One run across processes or hosts: process 0's HOST:PORT, the same "
     "for every process (or JAX_COORDINATOR_ADDRESS). See rnnlab/training/distributed.py.")
@@ -135,7 +149,10 @@ def _sweep() -> int:
     return cli.main(flags.FLAGS["config"].config_filename, _CONFIG.value, _WORKDIR.value,
                       jobs=_JOBS.value, dry_run=_DRY_RUN.value, aggregate_only=_AGGREGATE.value,
                       passthrough=passthrough, vmap=_VMAP.value,
-                      vmap_group=tuple(int(i) for i in _VMAP_GROUP.value), only=_ONLY.value)
+                      vmap_group=tuple(int(i) for i in _VMAP_GROUP.value), only=_ONLY.value,
+                      backend=_BACKEND.value,
+                      ray={"address": _RAY_ADDRESS.value, "cpus": _RAY_CPUS.value,
+                           "gpus": _RAY_GPUS.value, "retries": _RAY_RETRIES.value})
   except ValueError as err:
     print(f"Invalid sweep: {err}", file=sys.stderr)
     return 2

@@ -166,3 +166,22 @@ def test_bad_flag_is_one_line_and_exit_code_2(module, argv, message):
                         env={**os.environ, "PYTHONPATH": str(speed.REPO_ROOT)})
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.startswith(f"{module}: error: ") and message in done.stderr
+
+
+@pytest.mark.slow  # four JAX processes (~45 s); the sharding itself is tested by default
+def test_scaling_benchmark_measures_each_case_in_its_own_process(tmp_path):
+  """benchmarks.scaling: one process per (kind, devices), the devices really forced."""
+  import json as json_lib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "scaling.json"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--devices", "1,2",
+                         "--rounds", "1", "--steps", "1", "--warmup", "0", "--batch", "4",
+                         "--hidden", "4", "--seq_len", "3", "--runs", "2", "--out", str(out)],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = json_lib.loads(out.read_text())
+  assert sorted(rows) == ["group/1", "group/2", "run/1", "run/2"]
+  assert rows["run/2"][0]["jax_devices"] == 2 and "2 cpu devices" in rows["run/2"][0]["where"]
+  assert "runs split" in rows["group/2"][0]["where"]
+  assert "| 2 vmapped runs split | 2 |" in proc.stdout

@@ -152,7 +152,7 @@ def test_requirements_pin_what_pyproject_asks_for():
 
   check(project["dependencies"], runtime, "requirements.txt")
   extras = project["optional-dependencies"]
-  assert set(extras) >= {"torch", "test", "tensorboard", "wandb", "dev"}
+  assert set(extras) >= {"torch", "test", "tensorboard", "wandb", "cluster", "dev"}
   everything = {**runtime, **dev}
   for extra, requirements in extras.items():
     check(requirements, everything, "requirements.txt + requirements-dev.txt")

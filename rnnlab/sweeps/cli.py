@@ -13,10 +13,20 @@ import sys
 from rnnlab.sweeps import execute, report, spec
 
 
+BACKENDS = ("local", "ray")
+
+
 def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = False,
          aggregate_only: bool = False, passthrough=(), vmap: int = 0,
-         vmap_group: tuple[int, ...] = (), only: str = "", stream=sys.stdout) -> int:
-  """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code."""
+         vmap_group: tuple[int, ...] = (), only: str = "", stream=sys.stdout,
+         backend: str = "local", ray: dict | None = None) -> int:
+  """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code.
+
+  ``backend="ray"`` runs the processes as Ray tasks (``rnnlab.sweeps.ray_backend``;
+  ``ray``: address, cpus, gpus, retries).
+  """
+  if backend not in BACKENDS:
+    raise ValueError(f"--backend must be one of {BACKENDS}; got {backend!r}.")
   all_runs = runs = spec.expand(spec.load_sweep_fn(config_path), config)
   if only and not vmap_group:
     runs = spec.select(all_runs, only)
@@ -35,8 +45,27 @@ def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = 
     print(f"{len(runs)} runs: {counts}.", file=stream)
     return 0
   if not aggregate_only:
-    state = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
-                              vmap=vmap, all_runs=all_runs, stream=stream, expected=expected)
+    runner = None
+    ray = dict(ray or {})
+    for name in ("cpus", "gpus", "retries"):
+      if ray.get(name, 0) < 0:
+        raise ValueError(f"--ray_{name} must be at least 0; got {ray[name]}.")
+    if backend == "ray" and any(s != "done" for s in state.values()):
+      from rnnlab.sweeps import ray_backend  # pylint: disable=g-import-not-at-top
+      try:
+        where = ray_backend.connect(ray.get("address"))
+      except RuntimeError as err:
+        print(f"[sweep] Cannot start the sweep: {err} Nothing was run.", file=stream)
+        return 1
+      runner = ray_backend.RayRunner(where, ray.get("cpus", 1.0), ray.get("gpus", 0.0),
+                                     ray.get("retries", 1))
+    try:
+      state = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
+                                vmap=vmap, all_runs=all_runs, stream=stream,
+                                expected=expected, runner=runner)
+    finally:
+      if runner is not None:
+        runner.close()
   paths = report.aggregate(root, runs, expected=expected)
   print(f"[sweep] wrote {paths['results']} and {paths['summary']}"
         f"{' and ' + ', '.join(paths['figures']) if paths['figures'] else ''}.", file=stream)

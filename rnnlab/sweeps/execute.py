@@ -39,11 +39,15 @@ class _Children:
   def __init__(self):
     self.lock, self.running, self.stopping = threading.Lock(), set(), False
 
-  def run(self, cmd: list[str], log) -> int:
+  def run(self, cmd: list[str], log_path: str, task_path: str | None = None) -> int:
+    """Runs ``cmd`` (a launch.py process) with its output appended to ``log_path``; returns
+    its exit code. (``task_path``: where a cluster backend records its task.)"""
+    del task_path
     with self.lock:
       if self.stopping:
         return INTERRUPTED
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+      with open(log_path, "a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
       self.running.add(proc)
     try:
       return proc.wait()
@@ -71,6 +75,7 @@ class _Children:
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "launch.py")
 VMAP_LOGS = "_vmap"
+TASK = "task.json"  # in a run folder: where a cluster backend ran it (rnnlab.sweeps.ray_backend)
 
 
 def expected_configs(config, runs: list[spec.Run]) -> dict[str, dict]:
@@ -149,7 +154,7 @@ class _Progress:
           file=self.stream, flush=True)
 
 
-def _execute(cmd: list[str], run_dir: str, children: _Children) -> tuple[bool | None, str]:
+def _execute(cmd: list[str], run_dir: str, children) -> tuple[bool | None, str]:
   """Runs one launch.py process; its output goes to ``run_dir/log.txt``. Returns
   (finished, log tail); finished is None when the sweep was interrupted."""
   os.makedirs(run_dir, exist_ok=True)
@@ -158,8 +163,8 @@ def _execute(cmd: list[str], run_dir: str, children: _Children) -> tuple[bool | 
     os.remove(failed_path)  # a retry: the earlier failure is no longer the run's state
   with open(os.path.join(run_dir, workdir.LOG), "a") as log:
     log.write(f"$ {' '.join(cmd)}\n")
-    log.flush()
-    returncode = children.run(cmd, log)
+  returncode = children.run(cmd, os.path.join(run_dir, workdir.LOG),
+                            os.path.join(run_dir, TASK))
   if returncode == 0 and os.path.exists(os.path.join(run_dir, workdir.SUMMARY)):
     return True, ""
   with open(os.path.join(run_dir, workdir.LOG)) as log:
@@ -189,7 +194,7 @@ def vmap_groups(runs: list[spec.Run], max_size: int) -> list[list[spec.Run]]:
 
 
 def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: list[int],
-                   extra_flags, children: _Children) -> dict[str, bool | None]:
+                   extra_flags, children) -> dict[str, bool | None]:
   """One launch.py process trains ``runs`` vmapped; returns {name: finished} (None: the
   sweep was interrupted)."""
   cmd = [sys.executable, LAUNCH, f"--config={config_path}", f"--workdir={root}", "--sweep",
@@ -198,8 +203,7 @@ def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: l
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "a") as log:
     log.write(f"$ {' '.join(cmd)}\n")
-    log.flush()
-    returncode = children.run(cmd, log)
+  returncode = children.run(cmd, log_path, log_path[:-len(".log")] + ".task.json")
   with open(log_path) as log:
     tail = log.read()[-2000:]
   interrupted = returncode == INTERRUPTED or children.stopping
@@ -216,7 +220,7 @@ def _execute_group(config_path: str, root: str, runs: list[spec.Run], indices: l
 def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 1,
               retry_failed: bool = True, extra_flags=(), vmap: int = 0,
               all_runs: list[spec.Run] | None = None, stream=sys.stdout,
-              expected: dict[str, dict] | None = None) -> dict[str, str]:
+              expected: dict[str, dict] | None = None, runner=None) -> dict[str, str]:
   """Runs every unfinished run of the sweep; returns {name: final status}.
 
   Finished runs are skipped. Interrupted runs restart with the same command and
@@ -226,7 +230,9 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
   up to ``vmap`` per process, in one vmapped program. ``all_runs``: the whole
   expansion when ``runs`` is a selection of it (``--only``; group processes
   name their runs by index in it). ``expected``: ``expected_configs``, so that a run
-  finished with another config is not taken for done.
+  finished with another config is not taken for done. ``runner``: where the processes
+  run; by default here, ``jobs`` at a time (``rnnlab.sweeps.ray_backend.RayRunner``: as
+  tasks on a Ray cluster, every unit submitted at once and scheduled by its resources).
   """
   os.makedirs(root, exist_ok=True)
   spec.write_manifest(config_path, root, runs)
@@ -235,12 +241,15 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
   progress = _Progress(len(runs), len(runs) - len(todo), stream)
   units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
   index = {r.name: i for i, r in enumerate(all_runs or runs)}
+  children = runner if runner is not None else _Children()
+  at_once = (f"{jobs} at a time" if runner is None else
+             f"as tasks of {children.describe()}")
+  if runner is not None:
+    jobs = max(1, len(units))  # the cluster schedules them by their resources
   print(f"[sweep] {len(runs)} runs in {root}: {len(runs) - len(todo)} already done, "
-        f"{len(todo)} to run in {len(units)} process(es), {jobs} at a time"
+        f"{len(todo)} to run in {len(units)} process(es), {at_once}"
         f"{f' (up to {vmap} vmapped runs per process)' if vmap > 0 else ''}.",
         file=stream, flush=True)
-
-  children = _Children()
 
   def one(unit: list[spec.Run]):
     if children.stopping:

@@ -1,0 +1,195 @@
+"""Sweeps on a Ray cluster: ``launch.py --sweep --backend=ray``.
+
+    python launch.py --config=configs/gating.py:copy --sweep --workdir=/shared/runs/gating \\
+        --backend=ray --ray_address=head-node:6379 --ray_cpus=2 --vmap=3
+
+Each unit of the sweep (a run, or with ``--vmap`` a vmapped group) is one Ray task
+that starts the same ``launch.py`` process the local backend starts, on whichever
+node has the task's resources free (``--ray_cpus``, ``--ray_gpus``). Everything
+else is the local backend's (``rnnlab.sweeps.execute``): the run folders, skipping
+finished runs, resuming interrupted ones from their checkpoints, failures recorded
+in ``failed.json`` without stopping the others, ``results.csv`` and ``summary.md``.
+
+Where: ``--ray_address`` (else ``RAY_ADDRESS``) names a running cluster; with
+neither, a local Ray cluster is started on this machine for the sweep. On a real
+cluster every node needs this checkout at the same path, with its environment,
+and ``--workdir`` must be on a file system every node sees: the tasks write the
+run folders, and the driver reads them.
+
+A task records where it runs in ``<run>/task.json`` (node, process id, attempt).
+If its worker or node dies mid-run, the launch.py process dies with it (it is
+killed with its parent) and the run keeps its checkpoints: with ``--ray_retries=1``
+(the default) Ray runs the task again, which resumes from the last checkpoint;
+once the retries are spent the run is recorded as failed (the worker's death in
+``failed.json``) and the next ``--sweep`` resumes it. Ctrl-C cancels the tasks: each
+launch.py process stops within a step with its checkpoints complete.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+INTERRUPTED = 130
+WORKER_DIED = -1000  # not an exit code: the task's worker or node died
+
+
+def _probe(address: str, timeout_s: float):
+  """RuntimeError within ``timeout_s`` unless something answers at HOST:PORT."""
+  host, _, port = address.replace("ray://", "").rpartition(":")
+  try:
+    port_number = int(port)
+  except ValueError:
+    raise RuntimeError(f"--ray_address {address!r} is not HOST:PORT (for example "
+                       "10.0.0.1:6379), 'auto' or 'local'.") from None
+  deadline, last = time.monotonic() + timeout_s, "no answer"
+  while time.monotonic() < deadline:
+    try:
+      socket.create_connection((host.strip("[]"), port_number), timeout=1).close()
+      return
+    except OSError as err:
+      last = err.strerror or str(err)
+      time.sleep(0.3)
+  raise RuntimeError(f"no Ray cluster answers at {address} ({last}, {timeout_s:g} s). Start "
+                     "one there (ray start --head --port=PORT on that host), fix the address, "
+                     "or leave out --ray_address and RAY_ADDRESS to start a local one.")
+
+
+def connect(address: str | None, timeout_s: float = 10.0) -> str:
+  """Connects this driver to the cluster at ``address`` (None: ``RAY_ADDRESS``, else a new
+  local cluster); returns a description. RuntimeError (one sentence) when there is no
+  Ray installed or no cluster at that address."""
+  try:
+    import ray  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise RuntimeError("--backend=ray needs Ray: pip install 'rnnlab[cluster]' (or "
+                       "pip install -r requirements-dev.txt).") from None
+  address = address or os.environ.get("RAY_ADDRESS") or None
+  if address not in (None, "auto", "local"):
+    _probe(address, timeout_s)
+  os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token files
+  kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                configure_logging=True)
+  if ray.is_initialized():
+    ray.shutdown()
+  try:
+    ray.init(address=address, **kwargs)
+  except Exception as err:  # pylint: disable=broad-except (Ray raises many types)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    where = address or "a new local cluster"
+    raise RuntimeError(f"could not connect to the Ray cluster at {where} ({first[:200]}).") \
+        from None
+  cpus = ray.cluster_resources().get("CPU", 0)
+  gpus = ray.cluster_resources().get("GPU", 0)
+  nodes = len([n for n in ray.nodes() if n.get("Alive")])
+  where = "a local Ray cluster" if address in (None, "local") else f"the Ray cluster at {address}"
+  return f"{where} ({nodes} node(s), {cpus:g} CPUs, {gpus:g} GPUs)"
+
+
+def _die_with_parent():
+  """In the launch.py child: killed when the Ray worker that started it dies (Linux)."""
+  try:
+    # SIGKILL: a dead worker's run must stop at once, before Ray's retry of the task resumes
+    # it; its checkpoints are complete (Orbax renames a checkpoint only once written).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except OSError:
+    pass
+
+
+def run_command(args: list[str], log_path: str, task_path: str | None) -> int:
+  """The body of a Ray task: ``launch.py *args`` with output appended to ``log_path``."""
+  import ray  # pylint: disable=g-import-not-at-top
+  from rnnlab.sweeps import execute  # pylint: disable=g-import-not-at-top
+  context = ray.get_runtime_context()
+  if task_path:
+    attempt = 1
+    try:
+      with open(task_path) as f:
+        old = json.load(f)
+      attempt = old.get("attempt", 0) + 1 if old.get("task_id") == context.get_task_id() else 1
+    except (OSError, ValueError):
+      pass
+    with open(task_path, "w") as f:
+      json.dump({"node_id": context.get_node_id(), "host": socket.gethostname(),
+                 "worker_pid": os.getpid(), "task_id": context.get_task_id(),
+                 "attempt": attempt, "started": time.time()}, f)
+  with open(log_path, "a") as log:
+    if task_path:
+      log.write(f"[ray] task on {socket.gethostname()} (worker pid {os.getpid()})\n")
+      log.flush()
+    proc = subprocess.Popen([sys.executable, execute.LAUNCH, *args], stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+  try:
+    return proc.wait()
+  except KeyboardInterrupt:  # ray.cancel: stop within a step, checkpoints complete
+    proc.terminate()
+    try:
+      proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+    return INTERRUPTED
+
+
+class RayRunner:
+  """Runs the sweep's launch.py commands as Ray tasks (``execute.run_sweep(runner=...)``)."""
+
+  def __init__(self, description: str, cpus: float = 1.0, gpus: float = 0.0,
+               retries: int = 1):
+    import ray  # pylint: disable=g-import-not-at-top
+    self._ray = ray
+    self._description = description
+    self._remote = ray.remote(run_command).options(
+        num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
+    self.lock, self.running, self.stopping = threading.Lock(), set(), False
+    self.retries = retries
+
+  def describe(self) -> str:
+    return self._description
+
+  def run(self, cmd: list[str], log_path: str, task_path: str | None = None) -> int:
+    """Submits ``cmd`` (``[python, launch.py, *args]``) as a task; its exit code, or
+    ``WORKER_DIED`` (with a line in the log) when its worker died past the retries."""
+    with self.lock:
+      if self.stopping:
+        return INTERRUPTED
+      ref = self._remote.remote(cmd[2:], log_path, task_path)
+      self.running.add(ref)
+    try:
+      return self._ray.get(ref)
+    except self._ray.exceptions.TaskCancelledError:
+      return INTERRUPTED
+    except (self._ray.exceptions.WorkerCrashedError, self._ray.exceptions.NodeDiedError,
+            self._ray.exceptions.RayTaskError, self._ray.exceptions.RaySystemError) as err:
+      first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+      with open(log_path, "a") as log:
+        log.write(f"[ray] the task's worker died ({type(err).__name__}: {first[:300]}) after "
+                  f"{self.retries + 1} attempt(s); the run keeps its checkpoints: run the "
+                  "sweep again to resume it.\n")
+      return WORKER_DIED
+    finally:
+      with self.lock:
+        self.running.discard(ref)
+
+  def stop(self, grace: float = 120.0):
+    """Cancels the tasks in flight (each launch.py process stops within a step)."""
+    with self.lock:
+      self.stopping = True
+      refs = list(self.running)
+    for ref in refs:
+      self._ray.cancel(ref)
+    deadline = time.time() + grace
+    for ref in refs:
+      try:
+        self._ray.wait([ref], timeout=max(deadline - time.time(), 0.1))
+      except Exception:  # pylint: disable=broad-except (cancelled)
+        pass
+
+  def close(self):
+    self._ray.shutdown()
