@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rnnlab.sweeps import execute, report, spec
+from rnnlab.sweeps import execute, ray_backend, report, spec
 
 
 BACKENDS = ("local", "ray")
@@ -51,7 +51,6 @@ def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = 
       if ray.get(name, 0) < 0:
         raise ValueError(f"--ray_{name} must be at least 0; got {ray[name]}.")
     if backend == "ray" and any(s != "done" for s in state.values()):
-      from rnnlab.sweeps import ray_backend  # pylint: disable=g-import-not-at-top
       try:
         where = ray_backend.connect(ray.get("address"))
       except RuntimeError as err:

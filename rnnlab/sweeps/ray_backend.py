@@ -37,7 +37,9 @@ import sys
 import threading
 import time
 
-INTERRUPTED = 130
+from rnnlab.sweeps import execute
+
+INTERRUPTED = execute.INTERRUPTED
 WORKER_DIED = -1000  # not an exit code: the task's worker or node died
 
 
@@ -106,7 +108,6 @@ def _die_with_parent():
 def run_command(args: list[str], log_path: str, task_path: str | None) -> int:
   """The body of a Ray task: ``launch.py *args`` with output appended to ``log_path``."""
   import ray  # pylint: disable=g-import-not-at-top
-  from rnnlab.sweeps import execute  # pylint: disable=g-import-not-at-top
   context = ray.get_runtime_context()
   if task_path:
     attempt = 1
