@@ -58,19 +58,30 @@ _VMAP_GROUP = flags.DEFINE_list(
     "vmap_group", [], "Internal (used by --sweep --vmap): train these runs of the sweep, "
     "given by index, vmapped in this process.")
 _BACKEND = flags.DEFINE_enum(
-    "backend", "local", ["local", "ray"], "With --sweep: where the runs execute: 'local' "
-    "processes (--jobs at a time), or 'ray' tasks on a Ray cluster (pip install "
-    "'rnnlab[cluster]'; see rnnlab/sweeps/ray_backend.py).")
+    "backend", "local", ["local", "ray", "slurm"], "With --sweep: where the runs execute: "
+    "'local' processes (--jobs at a time), 'ray' tasks on a Ray cluster or 'slurm' jobs "
+    "through submitit (pip install 'rnnlab[cluster]'; rnnlab/sweeps/ray_backend.py, "
+    "slurm_backend.py).")
+_TASK_CPUS = flags.DEFINE_float("task_cpus", 1.0, "With --backend=ray or slurm: CPUs each "
+                                "task (a run or a vmapped group) reserves.")
+_TASK_GPUS = flags.DEFINE_float("task_gpus", 0.0, "With --backend=ray or slurm: GPUs each "
+                                "task reserves (Ray: fractions share a GPU).")
+_TASK_RETRIES = flags.DEFINE_integer(
+    "task_retries", 1, "With --backend=ray or slurm: how often a task whose worker, job or "
+    "node died is run again (it resumes from the run's checkpoint); after that the run is "
+    "recorded failed.")
 _RAY_ADDRESS = flags.DEFINE_string(
     "ray_address", None, "With --backend=ray: the cluster's HOST:PORT (or RAY_ADDRESS); "
     "neither starts a local Ray cluster for the sweep.")
-_RAY_CPUS = flags.DEFINE_float("ray_cpus", 1.0, "With --backend=ray: CPUs each task (a run "
-                               "or a vmapped group) reserves.")
-_RAY_GPUS = flags.DEFINE_float("ray_gpus", 0.0, "With --backend=ray: GPUs each task reserves "
-                               "(fractions share a GPU).")
-_RAY_RETRIES = flags.DEFINE_integer(
-    "ray_retries", 1, "With --backend=ray: how often a task whose worker or node died is run "
-    "again (it resumes from the run's checkpoint); after that the run is recorded failed.")
+_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None,
+                                       "With --backend=slurm: the partition of the jobs.")
+_SLURM_TIME = flags.DEFINE_integer("slurm_time_min", 240,
+                                   "With --backend=slurm: each job's time limit in minutes.")
+_SLURM_MEM = flags.DEFINE_float("slurm_mem_gb", None,
+                                "With --backend=slurm: memory per job (GB); default: SLURM's.")
+_SLURM_CLUSTER = flags.DEFINE_enum(
+    "slurm_cluster", "slurm", ["slurm", "local"], "With --backend=slurm: 'local' runs the "
+    "jobs as local processes through submitit (a machine without SLURM).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator", None, "One run across processes or hosts: process 0's HOST:PORT, the same "
     "for every process (or JAX_COORDINATOR_ADDRESS). See rnnlab/training/distributed.py.")
@@ -151,8 +162,12 @@ def _sweep() -> int:
                       passthrough=passthrough, vmap=_VMAP.value,
                       vmap_group=tuple(int(i) for i in _VMAP_GROUP.value), only=_ONLY.value,
                       backend=_BACKEND.value,
-                      ray={"address": _RAY_ADDRESS.value, "cpus": _RAY_CPUS.value,
-                           "gpus": _RAY_GPUS.value, "retries": _RAY_RETRIES.value})
+                      cluster={"cpus": _TASK_CPUS.value, "gpus": _TASK_GPUS.value,
+                               "retries": _TASK_RETRIES.value, "ray_address": _RAY_ADDRESS.value,
+                               "slurm_cluster": _SLURM_CLUSTER.value,
+                               "slurm_partition": _SLURM_PARTITION.value,
+                               "slurm_time_min": _SLURM_TIME.value,
+                               "slurm_mem_gb": _SLURM_MEM.value})
   except ValueError as err:
     print(f"Invalid sweep: {err}", file=sys.stderr)
     return 2
@@ -191,7 +206,7 @@ def main(argv):
   if _SWEEP.value:
     if join is not None:
       print("Bad flags: --sweep runs its runs on this machine; to spread a sweep over a "
-            "cluster use --sweep --backend=ray, and give one run several hosts with "
+            "cluster use --sweep --backend=ray or slurm, and give one run several hosts with "
             "--coordinator (without --sweep).", file=sys.stderr)
       return 2
     return _sweep()

@@ -95,6 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--memory_lengths", help="T of the memory cases")
   p.add_argument("--memory_batch", type=int)
   p.add_argument("--memory_hidden", type=int)
+  p.add_argument("--memory_cells", default="lstm",
+                 help="cells of the memory cases (the linear ones with rnnlab and rnnlab_par)")
+  p.add_argument("--memory_frameworks", default=REFERENCE,
+                 help="rnnlab (the engine's default form) and/or rnnlab_par (the associative "
+                      "scan), flax, torch")
+  p.add_argument("--memory_remat", default="False,True", help="remat off and/or on")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--timeout", type=int, default=1800, help="seconds per worker process")
   p.add_argument("--metric", default="wall", choices=tuple(METRICS),
@@ -119,6 +125,10 @@ def _resolve(args):
   args.cells = _list(args.cells, str, CELLS + LINEAR_CELLS)
   args.modes = _list(args.modes, str, harness.MODES)
   args.parts = _list(args.parts, str, PARTS)
+  args.memory_cells = _list(args.memory_cells, str, CELLS + LINEAR_CELLS)
+  args.memory_frameworks = _list(args.memory_frameworks, str, tuple(worker.BACKENDS))
+  args.memory_remat = tuple(r == "True" for r in _list(args.memory_remat, str,
+                                                       ("False", "True")))
   args.torch_device = args.torch_device or TORCH_DEVICE[args.device]
   _check_positive(args, "repeats", "memory_batch", "memory_hidden", "timeout", "rounds")
   if args.warmup < 0:
@@ -177,10 +187,14 @@ def speed_specs(args) -> list[dict]:
 
 
 def memory_specs(args) -> list[dict]:
-  """One worker spec per (T, remat) of rnnlab's lstm: a fresh process each."""
-  return [_spec(args, "memory", REFERENCE, "lstm",
-                [[args.memory_batch, t, args.memory_hidden]], remat=remat)
-          for t in args.memory_lengths for remat in (False, True)]
+  """One worker spec per (cell, framework, T, remat): a fresh process each (by default
+  rnnlab's lstm, remat off and on). The associative scan (rnnlab_par) exists only for the
+  linear cells: the other pairs are skipped."""
+  return [_spec(args, "memory", fw, cell, [[args.memory_batch, t, args.memory_hidden]],
+                remat=remat)
+          for cell in args.memory_cells for fw in args.memory_frameworks
+          if not (fw == "rnnlab_par" and cell not in LINEAR_CELLS)
+          for t in args.memory_lengths for remat in args.memory_remat]
 
 
 SPECS = {"speed": speed_specs, "memory": memory_specs}  # --parts -> its worker specs
@@ -325,13 +339,14 @@ def _mib(value) -> str:
 
 def memory_table(rows) -> str:
   """Compiled (XLA) and measured (RSS) memory of one training step per (T, remat)."""
-  head = (f"{'cell':5} {'B':>3} {'T':>6} {'H':>4} {'remat':>5} | {'XLA temp':>9} "
+  head = (f"{'cell':7} {'framework':10} {'B':>3} {'T':>6} {'H':>4} {'remat':>5} | {'XLA temp':>9} "
           f"{'XLA total':>9} | {'RSS step+':>9} {'RSS peak':>9} {'dev peak':>9} | "
           f"{'step s':>7}  (MiB)")
   lines = [head, "-" * len(head)]
   for r in sorted((r for r in rows if r.get("mode") == "memory" and "error" not in r),
-                  key=lambda r: (r["length"], r["remat"])):
-    lines.append(f"{r['cell']:5} {r['batch']:>3} {r['length']:>6} {r['hidden']:>4} "
+                  key=lambda r: (r["cell"], r["framework"], r["length"], r["remat"])):
+    lines.append(f"{r['cell']:7} {r['framework']:10} {r['batch']:>3} {r['length']:>6} "
+                 f"{r['hidden']:>4} "
                  f"{str(r['remat']):>5} | {_mib(r.get('xla_temp_bytes')):>9} "
                  f"{_mib(r.get('xla_total_bytes')):>9} | "
                  f"{_mib(r.get('step_rss_increase_bytes')):>9} {_mib(r['peak_rss_bytes']):>9} "
@@ -368,7 +383,7 @@ def print_tables(rows, args) -> None:
     print(speed_table(rows, frameworks, args.metric))
     print(ratio_summary(rows, frameworks, args.metric))
   if any(r["mode"] == "memory" for r in rows):
-    print("\nPeak memory of one training step of rnnlab's lstm. XLA: compiled buffer sizes "
+    print("\nPeak memory of one training step. XLA: compiled buffer sizes "
           "(temp = intermediates). RSS step+: peak RSS during the step minus RSS before it "
           "(host memory; near 0 on a GPU). dev peak: the accelerator's peak bytes in use over "
           "the whole process (GPU only).")

@@ -76,7 +76,7 @@ def test_bad_process_flags_are_one_line_within_seconds(tmp_path):
       (f"--coordinator=127.0.0.1:{_free_port()}", "--num_processes=2", "--process_id=1",
        "--join_timeout=2"): (1, "did not answer within 2 s (Connection refused)"),
       ("--coordinator=127.0.0.1:1", "--num_processes=2", "--process_id=0", "--sweep"):
-          (2, "use --sweep --backend=ray"),
+          (2, "use --sweep --backend=ray or slurm"),
   }
   for flags, (code, message) in cases.items():
     start = time.monotonic()

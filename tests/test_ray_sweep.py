@@ -53,7 +53,7 @@ def _kill_worker_after_a_checkpoint(run_dir, timeout=240):
     ckpts = run_dir / "checkpoints"
     if (run_dir / "task.json").exists() and ckpts.exists() and any(
         p.name.isdigit() for p in ckpts.iterdir()):
-      pid = json.loads((run_dir / "task.json").read_text())["worker_pid"]
+      pid = json.loads((run_dir / "task.json").read_text())["pid"]
       os.kill(pid, signal.SIGKILL)
       return pid
     time.sleep(0.2)
@@ -67,7 +67,7 @@ def _results(root):
 
 def test_a_killed_worker_is_retried_and_resumes(tmp_path):
   root = tmp_path / "sweep"
-  proc = _sweep(tmp_path, root, "--backend=ray", "--ray_retries=1")
+  proc = _sweep(tmp_path, root, "--backend=ray", "--task_retries=1")
   killed = _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
@@ -77,7 +77,7 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
   log = (root / "cell=gru,seed=0" / "log.txt").read_text()
   assert "Resuming from the checkpoint of step" in log  # the retry went on from there
   task = json.loads((root / "cell=gru,seed=0" / "task.json").read_text())
-  assert task["worker_pid"] != killed and task["attempt"] == 2
+  assert task["pid"] != killed and task["attempt"] == 2
   steps = [r["step"] for r in rows(root / "cell=gru,seed=0")]
   assert steps == sorted(set(steps)) and steps[-1] == 400  # no row twice, none missing
   # Again: every run is done, nothing runs and no cluster is started.
@@ -89,7 +89,7 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
 @pytest.mark.slow  # a second Ray cluster and three runs; the retry is tested by default
 def test_past_its_retries_a_dead_worker_leaves_a_failed_resumable_run(tmp_path):
   root = tmp_path / "sweep"
-  proc = _sweep(tmp_path, root, "--backend=ray", "--ray_retries=0", "--only=seed=0")
+  proc = _sweep(tmp_path, root, "--backend=ray", "--task_retries=0", "--only=seed=0")
   _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 1, out[-3000:]
@@ -113,6 +113,6 @@ def test_an_unreachable_cluster_is_one_line_within_seconds(tmp_path):
   assert ("Cannot start the sweep: no Ray cluster answers at 127.0.0.1:1 (Connection "
           "refused" in out) and "Traceback" not in out
   assert time.monotonic() - start < 60 and not root.exists()
-  proc = _sweep(tmp_path, root, "--backend=ray", "--ray_cpus=-1")
+  proc = _sweep(tmp_path, root, "--backend=ray", "--task_cpus=-1")
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 2 and "--ray_cpus must be at least 0; got -1.0." in out
+  assert proc.returncode == 2 and "--task_cpus must be at least 0; got -1.0." in out

@@ -10,20 +10,22 @@ from __future__ import annotations
 import os
 import sys
 
-from rnnlab.sweeps import execute, ray_backend, report, spec
+from rnnlab.sweeps import execute, ray_backend, report, slurm_backend, spec
 
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 
 
 def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = False,
          aggregate_only: bool = False, passthrough=(), vmap: int = 0,
          vmap_group: tuple[int, ...] = (), only: str = "", stream=sys.stdout,
-         backend: str = "local", ray: dict | None = None) -> int:
+         backend: str = "local", cluster: dict | None = None) -> int:
   """``launch.py --sweep``: expand, (list | run | aggregate). Returns an exit code.
 
-  ``backend="ray"`` runs the processes as Ray tasks (``rnnlab.sweeps.ray_backend``;
-  ``ray``: address, cpus, gpus, retries).
+  ``backend="ray"`` runs the processes as Ray tasks (``rnnlab.sweeps.ray_backend``),
+  ``"slurm"`` as SLURM jobs (``rnnlab.sweeps.slurm_backend``). ``cluster``: their settings
+  (cpus, gpus, retries per task; ray_address; slurm_cluster, slurm_partition,
+  slurm_time_min, slurm_mem_gb).
   """
   if backend not in BACKENDS:
     raise ValueError(f"--backend must be one of {BACKENDS}; got {backend!r}.")
@@ -46,18 +48,26 @@ def main(config_path: str, config, root: str, *, jobs: int = 1, dry_run: bool = 
     return 0
   if not aggregate_only:
     runner = None
-    ray = dict(ray or {})
+    c = dict(cluster or {})
     for name in ("cpus", "gpus", "retries"):
-      if ray.get(name, 0) < 0:
-        raise ValueError(f"--ray_{name} must be at least 0; got {ray[name]}.")
-    if backend == "ray" and any(s != "done" for s in state.values()):
+      if c.get(name, 0) < 0:
+        raise ValueError(f"--task_{name} must be at least 0; got {c[name]}.")
+    if c.get("slurm_time_min", 1) < 1:
+      raise ValueError(f"--slurm_time_min must be at least 1; got {c['slurm_time_min']}.")
+    if backend != "local" and any(s != "done" for s in state.values()):
       try:
-        where = ray_backend.connect(ray.get("address"))
+        if backend == "ray":
+          where = ray_backend.connect(c.get("ray_address"))
+          runner = ray_backend.RayRunner(where, c.get("cpus", 1.0), c.get("gpus", 0.0),
+                                         c.get("retries", 1))
+        else:
+          runner = slurm_backend.SlurmRunner(
+              root, c.get("slurm_cluster", "slurm"), c.get("slurm_partition"),
+              c.get("slurm_time_min", 240), c.get("cpus", 1.0), c.get("gpus", 0.0),
+              c.get("slurm_mem_gb"), c.get("retries", 1))
       except RuntimeError as err:
         print(f"[sweep] Cannot start the sweep: {err} Nothing was run.", file=stream)
         return 1
-      runner = ray_backend.RayRunner(where, ray.get("cpus", 1.0), ray.get("gpus", 0.0),
-                                     ray.get("retries", 1))
     try:
       state = execute.run_sweep(config_path, root, runs, jobs=jobs, extra_flags=passthrough,
                                 vmap=vmap, all_runs=all_runs, stream=stream,

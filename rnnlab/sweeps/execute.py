@@ -26,6 +26,7 @@ from rnnlab.training import workdir
 from rnnlab.training.periodic import fmt_duration
 
 INTERRUPTED = 130  # launch.py's exit code after Ctrl-C or SIGTERM
+WORKER_DIED = -1000  # not an exit code: a cluster backend's task died (ray_backend, slurm_backend)
 
 
 class _Children:

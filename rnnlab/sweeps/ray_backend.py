@@ -1,11 +1,11 @@
 """Sweeps on a Ray cluster: ``launch.py --sweep --backend=ray``.
 
     python launch.py --config=configs/gating.py:copy --sweep --workdir=/shared/runs/gating \\
-        --backend=ray --ray_address=head-node:6379 --ray_cpus=2 --vmap=3
+        --backend=ray --ray_address=head-node:6379 --task_cpus=2 --vmap=3
 
 Each unit of the sweep (a run, or with ``--vmap`` a vmapped group) is one Ray task
 that starts the same ``launch.py`` process the local backend starts, on whichever
-node has the task's resources free (``--ray_cpus``, ``--ray_gpus``). Everything
+node has the task's resources free (``--task_cpus``, ``--task_gpus``). Everything
 else is the local backend's (``rnnlab.sweeps.execute``): the run folders, skipping
 finished runs, resuming interrupted ones from their checkpoints, failures recorded
 in ``failed.json`` without stopping the others, ``results.csv`` and ``summary.md``.
@@ -18,7 +18,7 @@ run folders, and the driver reads them.
 
 A task records where it runs in ``<run>/task.json`` (node, process id, attempt).
 If its worker or node dies mid-run, the launch.py process dies with it (it is
-killed with its parent) and the run keeps its checkpoints: with ``--ray_retries=1``
+killed with its parent) and the run keeps its checkpoints: with ``--task_retries=1``
 (the default) Ray runs the task again, which resumes from the last checkpoint;
 once the retries are spent the run is recorded as failed (the worker's death in
 ``failed.json``) and the next ``--sweep`` resumes it. Ctrl-C cancels the tasks: each
@@ -27,20 +27,15 @@ launch.py process stops within a step with its checkpoints complete.
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
-from rnnlab.sweeps import execute
+from rnnlab.sweeps import execute, remote
 
 INTERRUPTED = execute.INTERRUPTED
-WORKER_DIED = -1000  # not an exit code: the task's worker or node died
+WORKER_DIED = execute.WORKER_DIED
 
 
 def _probe(address: str, timeout_s: float):
@@ -95,47 +90,12 @@ def connect(address: str | None, timeout_s: float = 10.0) -> str:
   return f"{where} ({nodes} node(s), {cpus:g} CPUs, {gpus:g} GPUs)"
 
 
-def _die_with_parent():
-  """In the launch.py child: killed when the Ray worker that started it dies (Linux)."""
-  try:
-    # SIGKILL: a dead worker's run must stop at once, before Ray's retry of the task resumes
-    # it; its checkpoints are complete (Orbax renames a checkpoint only once written).
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except OSError:
-    pass
-
-
 def run_command(args: list[str], log_path: str, task_path: str | None) -> int:
-  """The body of a Ray task: ``launch.py *args`` with output appended to ``log_path``."""
+  """The body of a Ray task: ``launch.py *args`` (``remote.run_launch``)."""
   import ray  # pylint: disable=g-import-not-at-top
   context = ray.get_runtime_context()
-  if task_path:
-    attempt = 1
-    try:
-      with open(task_path) as f:
-        old = json.load(f)
-      attempt = old.get("attempt", 0) + 1 if old.get("task_id") == context.get_task_id() else 1
-    except (OSError, ValueError):
-      pass
-    with open(task_path, "w") as f:
-      json.dump({"node_id": context.get_node_id(), "host": socket.gethostname(),
-                 "worker_pid": os.getpid(), "task_id": context.get_task_id(),
-                 "attempt": attempt, "started": time.time()}, f)
-  with open(log_path, "a") as log:
-    if task_path:
-      log.write(f"[ray] task on {socket.gethostname()} (worker pid {os.getpid()})\n")
-      log.flush()
-    proc = subprocess.Popen([sys.executable, execute.LAUNCH, *args], stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-  try:
-    return proc.wait()
-  except KeyboardInterrupt:  # ray.cancel: stop within a step, checkpoints complete
-    proc.terminate()
-    try:
-      proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-    return INTERRUPTED
+  remote.record_task(task_path, context.get_task_id(), node_id=context.get_node_id())
+  return remote.run_launch(args, log_path, "ray")
 
 
 class RayRunner:
@@ -169,10 +129,7 @@ class RayRunner:
     except (self._ray.exceptions.WorkerCrashedError, self._ray.exceptions.NodeDiedError,
             self._ray.exceptions.RayTaskError, self._ray.exceptions.RaySystemError) as err:
       first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-      with open(log_path, "a") as log:
-        log.write(f"[ray] the task's worker died ({type(err).__name__}: {first[:300]}) after "
-                  f"{self.retries + 1} attempt(s); the run keeps its checkpoints: run the "
-                  "sweep again to resume it.\n")
+      remote.note_death(log_path, "ray", f"{type(err).__name__}: {first}", self.retries + 1)
       return WORKER_DIED
     finally:
       with self.lock:
