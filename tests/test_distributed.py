@@ -37,7 +37,7 @@ def _launch(workdir, *flags, devices=2):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_processes_train_one_run_and_it_resumes_in_one(tmp_path):
+def test_two_processes_train_one_run_equal_to_one_process_and_it_resumes_in_one(tmp_path):
   workdir, port = tmp_path / "run", _free_port()
   procs = [_launch(workdir, f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
                    f"--process_id={i}") for i in (1, 0)]
@@ -50,18 +50,22 @@ def test_two_processes_train_one_run_and_it_resumes_in_one(tmp_path):
   two = rows(workdir)
   assert [r["step"] for r in two] == [1, 2, 4, 6, 8, 10, 12]
   assert json.loads((workdir / "summary.json").read_text())["steps"] == 12
-  # The checkpoint of step 6 (written by both processes) resumes in one process, 1 device.
+  # The checkpoint of step 6 (written by both processes) resumes in one process, 1 device;
+  # beside it the same run trains from scratch in one process on one device.
   shutil.rmtree(workdir / "checkpoints" / "12")
   (workdir / "summary.json").unlink()
   one = _launch(workdir, "--config.mesh.data=1", devices=1)
-  out, err = one.communicate(timeout=300)
+  ref = _launch(tmp_path / "reference", "--config.mesh.data=1", devices=1)
+  (out, err), (_, ref_err) = one.communicate(timeout=300), ref.communicate(timeout=300)
   assert one.returncode == 0, err[-2000:]
+  assert ref.returncode == 0, ref_err[-2000:]
   assert "Resuming from the checkpoint of step 6" in out and "steps 6->12; on 1 device" in out
-  again = rows(workdir)
-  assert [r["step"] for r in again] == [r["step"] for r in two]
-  for a, b in zip(again, two):
-    for k in a:
-      assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), f"step {a['step']} {k}"
+  reference = rows(tmp_path / "reference")
+  for what, got in (("2 processes", two), ("resumed in 1 process", rows(workdir))):
+    assert [r["step"] for r in got] == [r["step"] for r in reference], what
+    for a, b in zip(got, reference):
+      for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), f"{what}: step {a['step']} {k}"
 
 
 def test_bad_process_flags_are_one_line_within_seconds(tmp_path):
