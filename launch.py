@@ -14,6 +14,13 @@ the runs of the config file's ``sweep(add)`` execute (see rnnlab/sweeps/)::
 
 and with ``--vmap=N`` runs that differ only in seed, learning rate, clip threshold or
 forget bias train N at a time in one vmapped program (rnnlab/training/vmapped.py).
+``--backend=ray`` or ``--backend=slurm`` runs the sweep's processes as tasks of a Ray
+cluster or as SLURM jobs (rnnlab/sweeps/ray_backend.py, slurm_backend.py).
+
+A run uses every device it sees, its batch split over them (``config.mesh``,
+rnnlab/training/sharding.py); ``--coordinator``, ``--num_processes`` and ``--process_id``
+(or ``--distributed`` under SLURM/Open MPI) make one run of several processes or hosts
+(rnnlab/training/distributed.py).
 
 Exit codes: 0 done, 1 the run stopped (no intact checkpoint, NaN/Inf, config
 mismatch, a disk or folder that cannot be written), 2 bad flags or config values,
