@@ -239,12 +239,22 @@ def with_ledger(task: str, root: str, rows: list[dict], path: str,
   return merged
 
 
+def _measured(entry) -> bool:
+  """Whether a results.json entry holds a result (not an arm whose runs had not finished)."""
+  if not isinstance(entry, dict):
+    return True
+  if "mean" in entry:
+    return entry["mean"] is not None
+  return entry.get("runs", 1) > 0
+
+
 def carry_over(path: str, results: dict) -> dict:
   """``results`` plus the entries of the results.json at ``path`` that it does not recompute.
 
   A study's results.json from before its run ledger existed holds arms whose run folders
-  are gone: each such "<arm>, T=<t>" entry (of a task's table or an extra's table) is kept,
-  and listed under "carried" ({table: [keys]}), until a rerun of those runs replaces it.
+  are gone: each such "<arm>, T=<t>" entry (of a task's table or an extra's table) that holds
+  a result is kept, and listed under "carried" ({table: [keys]}), until a rerun of those runs
+  replaces it. Entries of arms that had not finished are dropped.
   """
   try:
     with open(path) as f:
@@ -255,7 +265,8 @@ def carry_over(path: str, results: dict) -> dict:
   for table, entries in old.items():
     if table == "carried" or not isinstance(entries, dict):
       continue
-    kept = {k: v for k, v in entries.items() if k not in out.get(table, {})}
+    kept = {k: v for k, v in entries.items()
+            if k not in out.get(table, {}) and _measured(v)}
     if kept:
       out[table] = {**out.get(table, {}), **kept}
       carried[table] = sorted(kept)

@@ -119,13 +119,15 @@ def test_damaged_ledger_is_a_clear_error(tmp_path):
 
 def test_results_of_runs_before_the_ledger_are_carried(tmp_path):
   path = tmp_path / "results.json"
-  path.write_text(json.dumps({"copy": {"lru, T=100": {"mean": 1.0}, "lru, T=500": {"mean": 0.4}},
-                              "copy_first_solved": {"lru, T=500": {"solved": 0}}}))
+  path.write_text(json.dumps({"copy": {"lru, T=100": {"mean": 1.0}, "lru, T=500": {"mean": 0.4},
+                                       "lru, T=2000": {"mean": None, "runs": 3}},
+                              "copy_first_solved": {"lru, T=500": {"solved": 0, "runs": 3},
+                                                    "lru, T=2000": {"solved": 0, "runs": 0}}}))
   new = {"copy": {"lru, T=100": {"mean": 0.99}, "lru, T=1000": {"mean": 0.2}},
          "copy_first_solved": {"lru, T=100": {"solved": 3}}}
   out = report.carry_over(str(path), new)
   assert out["copy"] == {"lru, T=100": {"mean": 0.99}, "lru, T=500": {"mean": 0.4},
                          "lru, T=1000": {"mean": 0.2}}
-  assert out["copy_first_solved"]["lru, T=500"] == {"solved": 0}
+  assert out["copy_first_solved"]["lru, T=500"] == {"solved": 0, "runs": 3}  # unfinished: dropped
   assert out["carried"] == {"copy": ["lru, T=500"], "copy_first_solved": ["lru, T=500"]}
   assert report.carry_over(str(tmp_path / "absent.json"), new) == new
