@@ -71,7 +71,8 @@ def connect(address: str | None, timeout_s: float = 10.0) -> str:
   address = address or os.environ.get("RAY_ADDRESS") or None
   if address not in (None, "auto", "local"):
     _probe(address, timeout_s)
-  os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token files
+  if address in (None, "local"):  # a cluster of this sweep's own: no token files to write
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
   kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                 configure_logging=True)
   if ray.is_initialized():
