@@ -26,6 +26,7 @@ def model() -> ml_collections.ConfigDict:
   m.unroll = config_dict.placeholder(int)  # steps per scan iteration (speed
   #                                 only); None = by backend: 1 on CPU, 4 on GPU/TPU
   m.remat = False                 # recompute steps in the backward pass (less memory)
+  m.dtype = config_dict.placeholder(str)  # compute dtype: None (float32) or "bfloat16" (mixed precision: parameters and optimizer state stay float32)
   m.block = "none"                # "glu": dense input projection, then per layer a residual
   #                                 block LayerNorm -> recurrence -> GELU -> GLU -> dropout
   m.dropout = 0.0                 # dropout inside the glu blocks (training only)

@@ -49,6 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.unroll = ml_collections.config_dict.placeholder(int)  # scan unroll (speed only);
   #                                  None = 1 on CPU, 4 on GPU/TPU
   c.remat = False                  # recompute steps in the backward pass (less memory)
+  c.dtype = ml_collections.config_dict.placeholder(str)  # compute dtype: None (float32) or "bfloat16" (mixed precision: parameters and optimizer state stay float32)
   c.parallel = ml_collections.config_dict.placeholder(bool)  # linear cells: associative
   #                                  scan over time; None = by backend
   c.embed_size = ml_collections.config_dict.placeholder(int)  # E; None = hidden_size

@@ -87,9 +87,30 @@ def get_model(name: str) -> ModelKind:
   return _KINDS[name]
 
 
+# model.dtype -> the dtype the model computes in (None: the parameters' own, float32).
+# bfloat16 is mixed precision: the training step casts the float32 parameters and the batch's
+# float arrays to it for the forward and backward pass, and the outputs back to float32 for
+# the loss; parameters, gradients and the optimizer state stay float32.
+COMPUTE_DTYPES = {None: None, "float32": None, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(model_cfg):
+  return COMPUTE_DTYPES[model_cfg.get("dtype")]
+
+
+def cast_floats(tree, dtype):
+  """Every floating-point leaf of ``tree`` as ``dtype`` (other leaves as they are)."""
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a),
+                                                                  jnp.floating) else a, tree)
+
+
 def validate(model_cfg):
   """Checks ``config.model`` before anything is built: the kind, then its own checks."""
   kind = get_model(model_cfg.kind)
+  dtype = model_cfg.get("dtype")
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"model.dtype must be one of {[d for d in COMPUTE_DTYPES if d]} (or None: "
+                     f"float32); got {dtype!r}.")
   try:
     kind.validate(model_cfg)
   except ValueError as err:

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, final_state, quiet, rows, tiny
+from conftest import REPO, final_state, quiet, rows, small_config, tiny
 from configs import adding, base
 from rnnlab import models
 from rnnlab.errors import CheckpointError, ConfigMismatchError, InvalidConfigError, NonFiniteError
@@ -384,3 +384,31 @@ def test_lstm_solves_adding_at_T100(tmp_path):
   config = config_lib.override(adding.get_config(), {"train.num_steps": 1500})
   summary = trainer.train_and_evaluate(config, str(tmp_path), console=quiet)
   assert summary["beats_baseline"] and summary["final"]["eval/loss"] < 0.02
+
+
+def test_bfloat16_mixed_precision_keeps_float32_state_and_follows_the_float32_run(tmp_path):
+  """model.dtype = "bfloat16": the model computes in bfloat16, the parameters, gradients and
+  optimizer state stay float32, and the run follows the float32 one to bfloat16 precision."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import job as job_lib  # pylint: disable=g-import-not-at-top
+  overrides = {"task.seq_len": 10, "task.eval_size": 32, "model.hidden_size": 16,
+               "train.batch_size": 16, "train.num_steps": 20, "train.log_every": 5,
+               "train.eval_every": 10, "train.checkpoint_every": 10}
+  f32 = small_config("adding", **overrides)
+  bf16 = small_config("adding", **overrides, **{"model.dtype": "bfloat16"})
+  job = job_lib.build(bf16)
+  state = job_lib.init_state(job)
+  new, stats = job_lib.make_step_fn(job)(state, None)
+  floats = [a.dtype for a in jax.tree.leaves((new.params, new.opt_state))
+            if jnp.issubdtype(a.dtype, jnp.floating)]
+  assert len(floats) > 10 and set(floats) == {jnp.dtype("float32")}
+  assert jnp.isfinite(stats["grad/norm"]) and stats["grad/norm"] > 0
+  a = trainer.train_and_evaluate(f32, str(tmp_path / "f32"), console=quiet)
+  b = trainer.train_and_evaluate(bf16, str(tmp_path / "bf16"), console=quiet)
+  ra, rb = rows(tmp_path / "f32"), rows(tmp_path / "bf16")
+  assert ra[0]["train/loss"] == pytest.approx(rb[0]["train/loss"], rel=2e-2)  # same init, data
+  assert ra[0]["train/loss"] != rb[0]["train/loss"]  # but really computed in bfloat16
+  assert b["final"]["eval/loss"] == pytest.approx(a["final"]["eval/loss"], rel=0.2)
+  with pytest.raises(InvalidConfigError, match=r"model.dtype must be one of \['float32', "
+                                               r"'bfloat16'\] \(or None: float32\); got 'f16'"):
+    job_lib.build(small_config("adding", **{"model.dtype": "f16"}))

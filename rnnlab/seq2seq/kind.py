@@ -46,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.unroll = ml_collections.config_dict.placeholder(int)  # scan unroll of the encoder and
   #                                  one-pass decoder (speed only); None = 1 on CPU, 4 on GPU/TPU
   c.remat = False                  # recompute encoder/one-pass decoder steps in the backward pass
+  c.dtype = ml_collections.config_dict.placeholder(str)  # compute dtype: None (float32) or "bfloat16" (mixed precision: parameters and optimizer state stay float32)
   c.parallel = ml_collections.config_dict.placeholder(bool)  # linear cells (lru, mingru,
   #                                  minlstm): associative scan over time; None = by backend
   c.decoder_cell = None            # decoder cell; None = same as cell

@@ -159,8 +159,17 @@ NEXT_CARRY = "next_carry"
 
 
 def _task_loss(job: Job, params, batch, rng, step, train: bool):
-  outputs = job.model.apply(params, batch, task=job.task, model_cfg=job.config.model,
+  """The task's loss and metrics; with ``model.dtype = "bfloat16"`` the model computes in
+  bfloat16 on cast copies of the parameters and of the batch's floats, and the loss in
+  float32 (``models.COMPUTE_DTYPES``): the gradient reaches the float32 parameters."""
+  dtype = models.compute_dtype(job.config.model)
+  model_batch = batch
+  if dtype is not None:
+    params, model_batch = models.cast_floats((params, batch), dtype)
+  outputs = job.model.apply(params, model_batch, task=job.task, model_cfg=job.config.model,
                             train=train, rng=rng, step=step)
+  if dtype is not None:
+    outputs = models.cast_floats(outputs, jnp.float32)
   loss, metrics = job.task.loss_and_metrics(outputs, batch)
   if "carry" in batch:  # truncated BPTT: no gradient flows into the previous batch
     metrics = {**metrics, NEXT_CARRY: jax.lax.stop_gradient(outputs["carry"])}
