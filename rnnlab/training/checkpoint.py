@@ -88,9 +88,13 @@ class Checkpointer:
     self._record = record
     self._saving: int | None = None  # the step whose save may still be running
     _quiet_orbax()
+    # Across processes every save is synchronous: a run's two managers (its checkpoints and
+    # its best evaluation's) saving in the background at once mix Orbax's cross-process
+    # barriers (seen: a timed-out async_write_complete barrier, metadata from one process).
+    sync = jax.process_count() > 1
     options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
                ocp.CheckpointManagerOptions(max_to_keep=keep, cleanup_tmp_directories=True,
-                                            create=True))
+                                            create=True, enable_async_checkpointing=not sync))
     try:
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     except OSError as err:
