@@ -41,7 +41,12 @@ def test_two_processes_train_one_run_equal_to_one_process_and_it_resumes_in_one(
   workdir, port = tmp_path / "run", _free_port()
   procs = [_launch(workdir, f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
                    f"--process_id={i}") for i in (1, 0)]
-  outs = [p.communicate(timeout=300) for p in procs]
+  try:
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:  # a hung run must not outlive the test
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
   assert [p.returncode for p in procs] == [0, 0], outs[1][1][-2000:] + outs[0][1][-2000:]
   (_, err1), (out0, _) = outs
   assert "on 4 cpu devices in 2 processes (batch split over the 'data' axis)" in out0
