@@ -2,6 +2,7 @@
 backend's run folders, skipping and aggregation; a worker killed mid-run is retried and
 resumes from its checkpoint, or, past the retries, is recorded failed and resumable."""
 
+import contextlib
 import csv
 import json
 import os
@@ -60,6 +61,17 @@ def _kill_worker_after_a_checkpoint(run_dir, timeout=240):
   raise AssertionError(f"{run_dir} saved no checkpoint in {timeout} s")
 
 
+@contextlib.contextmanager
+def _reaped(proc):
+  """A sweep that outlives its test (a timeout, a failed check) is killed."""
+  try:
+    yield
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 def _results(root):
   with open(root / "results.csv") as f:
     return {r["run"]: r for r in csv.DictReader(f)}
@@ -68,8 +80,9 @@ def _results(root):
 def test_a_killed_worker_is_retried_and_resumes(tmp_path):
   root = tmp_path / "sweep"
   proc = _sweep(tmp_path, root, "--backend=ray", "--task_retries=1")
-  killed = _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
-  out, _ = proc.communicate(timeout=600)
+  with _reaped(proc):
+    killed = _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
+    out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
   assert "as tasks of a local Ray cluster (1 node(s)" in out
   results = _results(root)
@@ -90,8 +103,9 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
 def test_past_its_retries_a_dead_worker_leaves_a_failed_resumable_run(tmp_path):
   root = tmp_path / "sweep"
   proc = _sweep(tmp_path, root, "--backend=ray", "--task_retries=0", "--only=seed=0")
-  _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
-  out, _ = proc.communicate(timeout=600)
+  with _reaped(proc):
+    _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
+    out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 1, out[-3000:]
   assert "run cell=gru,seed=0 FAILED" in out
   failed = json.loads((root / "cell=gru,seed=0" / "failed.json").read_text())

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from conftest import rows
-from test_ray_sweep import _sweep, _kill_worker_after_a_checkpoint  # the same tiny sweep
+from test_ray_sweep import _kill_worker_after_a_checkpoint, _reaped, _sweep  # the same sweep
 
 pytest.importorskip("submitit")
 
@@ -18,8 +18,9 @@ pytest.importorskip("submitit")
 def test_a_killed_job_is_submitted_again_and_resumes(tmp_path):
   root = tmp_path / "sweep"
   proc = _sweep(tmp_path, root, "--backend=slurm", "--slurm_cluster=local", "--task_retries=1")
-  killed = _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
-  out, _ = proc.communicate(timeout=600)
+  with _reaped(proc):
+    killed = _kill_worker_after_a_checkpoint(root / "cell=gru,seed=0")
+    out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
   assert "as tasks of local submitit jobs (--slurm_cluster=local)" in out
   with open(root / "results.csv") as f:
