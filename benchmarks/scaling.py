@@ -60,16 +60,15 @@ def case(kind: str, devices: int, steps: int, warmup: int, batch: int, hidden: i
     step, feed = layout.step_fn(), layout.keys
     where = layout.placement.describe()
   start = time.perf_counter()
-  compiled = step  # jitted: the first call compiles
-  state, _ = compiled(state, feed)
+  state, _ = step(state, feed)  # jitted: the first call compiles
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - start
   for _ in range(warmup):
-    state, _ = compiled(state, feed)
+    state, _ = step(state, feed)
   jax.block_until_ready(state)
   start = time.perf_counter()
   for _ in range(steps):
-    state, _ = compiled(state, feed)
+    state, _ = step(state, feed)
   jax.block_until_ready(state)
   seconds = time.perf_counter() - start
   per = batch * (runs if kind == "group" else 1)

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -183,7 +184,6 @@ def with_ledger(task: str, root: str, rows: list[dict], path: str,
   in a field the sweep does not vary (another step budget, say) is left out, and the
   fields are printed. Each row gains ``curve`` (``eval_curve``) and ``from_ledger``.
   """
-  import sys  # pylint: disable=g-import-not-at-top
   stream = stream or sys.stdout
   try:
     with open(path) as f:

@@ -28,11 +28,11 @@ launch.py process stops within a step with its checkpoints complete.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
 from rnnlab.sweeps import execute, remote
+from rnnlab.training import distributed
 
 INTERRUPTED = execute.INTERRUPTED
 WORKER_DIED = execute.WORKER_DIED
@@ -46,14 +46,9 @@ def _probe(address: str, timeout_s: float):
   except ValueError:
     raise RuntimeError(f"--ray_address {address!r} is not HOST:PORT (for example "
                        "10.0.0.1:6379), 'auto' or 'local'.") from None
-  deadline, last = time.monotonic() + timeout_s, "no answer"
-  while time.monotonic() < deadline:
-    try:
-      socket.create_connection((host.strip("[]"), port_number), timeout=1).close()
-      return
-    except OSError as err:
-      last = err.strerror or str(err)
-      time.sleep(0.3)
+  last = distributed.wait_for_port(host.strip("[]"), port_number, timeout_s)
+  if last is None:
+    return
   raise RuntimeError(f"no Ray cluster answers at {address} ({last}, {timeout_s:g} s). Start "
                      "one there (ray start --head --port=PORT on that host), fix the address, "
                      "or leave out --ray_address and RAY_ADDRESS to start a local one.")

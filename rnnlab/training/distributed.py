@@ -82,6 +82,20 @@ def _split(address: str) -> tuple[str, int]:
   return host.strip("[]"), int(port)
 
 
+def wait_for_port(host: str, port: int, timeout_s: float) -> str | None:
+  """None once something accepts a TCP connection at host:port within ``timeout_s``;
+  otherwise why the last attempt failed (for the message)."""
+  deadline, last = time.monotonic() + timeout_s, "no answer"
+  while time.monotonic() < deadline:
+    try:
+      socket.create_connection((host, port), timeout=1).close()
+      return None
+    except OSError as err:
+      last = err.strerror or str(err)
+      time.sleep(0.3)
+  return last
+
+
 def check_reachable(args: dict, timeout_s: float):
   """Before JAX joins (whose client aborts the process on a timeout): process 0 checks
   that it can listen on the coordinator's port, the others that it answers in time.
@@ -98,14 +112,9 @@ def check_reachable(args: dict, timeout_s: float):
         raise RuntimeError(f"process 0 cannot listen on port {port} for the coordinator "
                            f"{address} ({err.strerror}): choose a free port.") from None
     return
-  deadline, last = time.monotonic() + timeout_s, None
-  while time.monotonic() < deadline:
-    try:
-      socket.create_connection((host, port), timeout=1).close()
-      return
-    except OSError as err:
-      last = err.strerror or str(err)
-      time.sleep(0.5)
+  last = wait_for_port(host, port, timeout_s)
+  if last is None:
+    return
   raise RuntimeError(f"the coordinator {address} did not answer within {timeout_s:g} s "
                      f"({last}). Start process 0 there (on that port), or check the host name "
                      "and that the port is open between the hosts.")
