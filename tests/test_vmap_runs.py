@@ -38,7 +38,7 @@ def _reverse():
       "train.eval_every": 4, "train.checkpoint_every": 4})
 
 
-VARIANTS = [{"seed": 0}, {"seed": 1, "optim.learning_rate": 3e-3},
+VARIANTS = [{"seed": 0}, {"seed": 1, "optim.learning_rate": 3e-3, "model.cell_options.chrono": 6.0},
             {"seed": 2, "optim.clip_norm": 0.05, "model.cell_options.forget_bias": 0.0}]
 
 

@@ -3,7 +3,8 @@
     summaries = vmapped.train_runs(configs, workdirs)
 
 Runs whose configs differ only in fields that change no shape and no code path
-(``VMAPPABLE``: the seed, learning rate, clip threshold and forget-gate bias)
+(``VMAPPABLE``: the seed, learning rate, clip threshold, forget-gate bias and
+chrono's T_max: the last two enter only the parameters' initial values)
 share one jitted training step, vmapped over a leading run axis of the
 training state: N runs cost one compilation and their small per-run matmuls
 become one larger batched matmul. The periodic actions are the single run's
@@ -13,7 +14,7 @@ metrics.jsonl, TensorBoard events, checkpoints of *its* state, summary.json),
 so it can be aggregated, inspected and even resumed on its own with ``launch.py``.
 
 Why this is exact: parameters are initialised run by run with the run's own
-config (so forget_bias and the seed enter as they do in a single run) and then
+config (so forget_bias, chrono and the seed enter as they do in a single run) and then
 stacked; the learning rate and clip threshold already live as arrays in
 ``opt_state.hyperparams`` (``rnnlab.training.optim``); each run's data stream is
 ``task.batch_at(PRNGKey(seed), step)``, with the key a vmapped argument. Each
@@ -49,7 +50,7 @@ from rnnlab.training import workdir as workdir_lib
 
 # Fields whose values may differ between the runs of one program.
 VMAPPABLE = frozenset({"seed", "optim.learning_rate", "optim.clip_norm",
-                       "model.cell_options.forget_bias"})
+                       "model.cell_options.forget_bias", "model.cell_options.chrono"})
 
 
 def static_part(config) -> dict:
