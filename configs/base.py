@@ -49,7 +49,8 @@ def optim() -> ml_collections.ConfigDict:
   o.centered = config_dict.placeholder(bool)       # rmsprop: centred variant (False)
   o.weight_decay = config_dict.placeholder(float)  # adamw: decoupled weight decay (1e-4)
   # Gradient clipping, applied before the optimizer.
-  o.clip_mode = "global_norm"     # global_norm (Pascanu et al. 2013) | value | adaptive | none
+  o.clip_mode = "global_norm"     # global_norm (Pascanu et al. 2013) | value | adaptive |
+  #                                 normalize (every step to norm c: normalised GD) | none
   o.clip_norm = 1.0               # threshold c: of the global norm, |element| or unit ratio
   # Learning-rate schedule: lr_t = learning_rate * factor(t).
   o.schedule = "constant"         # constant | warmup | cosine | warmup_cosine | step

@@ -165,6 +165,111 @@ def eval_curve(run_dir: str) -> list[dict]:
           for r in rows if any(k.startswith("eval/") for k in r)]
 
 
+def curve_of(row: dict, metric: str) -> list[tuple[int, float, float]]:
+  """(step, wall time s, metric) at every evaluation of one run (from its folder or the
+  study's run ledger, ``study_report.with_ledger``)."""
+  return [(r["step"], np.nan if r.get("wall_time_s") is None else r["wall_time_s"], r[metric])
+          for r in row.get("curve", []) if metric in r]
+
+
+def first_solved(task: str, curve) -> tuple[int, float] | None:
+  """The first evaluation (step, wall time) that meets ``task``'s criterion, or None."""
+  _, test, _ = SOLVED[task]
+  return next(((s, w) for s, w, v in curve if test(v)), None)
+
+
+def solve_times_and_curves(label: Callable[[dict], str], group: str = "the run",
+                           extra_metrics: Sequence[str] = ()):
+  """An ``extra`` for ``main``: the time-to-solve table and ``<task>_curves.png``.
+
+  Prints, per arm and length, the first evaluation that meets the task's "solved"
+  criterion (median step and wall time over the finished runs that met it; ``group``
+  names whose wall time that is) and, for each of ``extra_metrics`` (e.g. "eval/loss"
+  where the table's metric is accuracy), the final value's mean ± std; records both in
+  results.json; plots the held-out metric against the step, one panel per length.
+  """
+  return lambda task, root, rows, results, out: _solve_times_and_curves(
+      task, rows, results, out, label, group, extra_metrics)
+
+
+def _solve_times_and_curves(task, rows, results, out, label, group, extra_metrics):
+  metric, _, criterion = SOLVED[task]
+  curves = {r["run"]: curve_of(r, metric) for r in rows if r["status"] != "pending"}
+  lengths = sorted({r["task.seq_len"] for r in rows})
+  print(f"\nFirst evaluation that meets {criterion}: median step and median wall time "
+        f"of the finished runs that did (solved / finished runs). Wall time is that of "
+        f"{group}.\n")
+  print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
+  print("|---|" + "---|" * len(lengths))
+  solved = {}
+  for name, members in arms(rows, label).items():
+    cells = []
+    for t in lengths:
+      at = [r for r in members if r["task.seq_len"] == t and r["status"] == "done"]
+      hits = [first_solved(task, curves.get(r["run"], [])) for r in at]
+      hits = [h for h in hits if h is not None]
+      if not at:
+        cells.append("not finished")
+      elif hits:
+        step, wall = np.median([h[0] for h in hits]), np.median([h[1] for h in hits])
+        cells.append(f"{step:.0f} / {wall / 60:.1f} min ({len(hits)}/{len(at)})")
+      else:
+        cells.append(f"never (0/{len(at)})")
+      solved[f"{name}, T={t}"] = {"runs": len(at), "solved": len(hits),
+                                  "steps": [h[0] for h in hits],
+                                  "wall_time_s": [round(h[1], 1) for h in hits]}
+    print(f"| {name} | " + " | ".join(cells) + " |")
+  results[f"{task}_first_solved"] = solved
+  for extra_metric in extra_metrics:
+    _final_table(task, rows, results, label, lengths, extra_metric)
+  fig = Figure(figsize=(4.2 * len(lengths), 3.6))
+  axes = fig.subplots(1, len(lengths), squeeze=False).ravel()
+  for ax, t in zip(axes, lengths):
+    for name, members in arms(rows, label).items():
+      at = [curves.get(r["run"], []) for r in members if r["task.seq_len"] == t]
+      at = [c for c in at if c]
+      if not at:
+        continue
+      n = min(len(c) for c in at)
+      steps = [s for s, _, _ in at[0][:n]]
+      values = np.array([[v for _, _, v in c[:n]] for c in at])
+      (line,) = ax.plot(steps, values.mean(0), label=name)
+      ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    base = next((r["baseline"] for r in rows if r.get("baseline") is not None), None)
+    if base is not None:
+      ax.axhline(base, color="k", linestyle="--", linewidth=1, label="baseline")
+    ax.set_title(f"{task} T = {t}", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"held-out {metric}")
+    if task == "adding":
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, f"{task}_curves.png"), dpi=110)
+
+
+def _final_table(task, rows, results, label, lengths, metric):
+  """Mean ± std over the finished runs of ``metric`` at each run's last evaluation."""
+  print(f"\nFinal held-out `{metric}`, mean ± std over the finished runs (runs).\n")
+  print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
+  print("|---|" + "---|" * len(lengths))
+  table = {}
+  for name, members in arms(rows, label).items():
+    cells = []
+    for t in lengths:
+      ends = [r["curve"][-1][metric] for r in members if r["task.seq_len"] == t
+              and r["status"] == "done" and r.get("curve") and metric in r["curve"][-1]]
+      if ends:
+        ms = mean_std(ends)
+        cells.append(f"{report.fmt_mean_std(*ms, digits='.4g')} ({len(ends)})")
+        table[f"{name}, T={t}"] = {"mean": ms[0], "std": ms[1], "runs": len(ends)}
+      else:
+        cells.append("not finished")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+  results[f"{task}_final_{metric.split('/')[-1]}"] = table
+
+
 def _base(config: dict, row: dict) -> dict:
   """A run's flattened config less the fields its sweep overrides (set, not None)."""
   swept = {k for k in row if "." in k or k == "seed"}

@@ -48,6 +48,22 @@ def test_global_norm_clip_is_pascanu(norm):
   assert float(stats["grad/clipped"]) == float(norm > c)
 
 
+@pytest.mark.parametrize("norm", [0.05, 1.0, 7.0])
+def test_normalize_scales_every_step_to_norm_c(norm):
+  """Normalised GD: g <- c g / ||g|| also when ||g|| < c (the control for clipping)."""
+  c = 0.5
+  grads = grads_of_norm(norm)
+  updates, stats = one_update(cfg(name="sgd", learning_rate=1.0, clip_mode="normalize",
+                                  clip_norm=c), grads)
+  expected = jax.tree.map(lambda g: -g * c / norm, grads)
+  jax.tree.map(lambda u, e: np.testing.assert_allclose(u, e, rtol=1e-6), updates, expected)
+  assert float(optax.global_norm(updates)) == pytest.approx(c, rel=1e-6)
+  assert float(stats["grad/clipped"]) == 1.0
+  zero = jax.tree.map(jnp.zeros_like, grads)  # a zero gradient stays zero (no 0/0)
+  assert float(optax.global_norm(one_update(cfg(name="sgd", clip_mode="normalize",
+                                                clip_norm=c), zero)[0])) == 0.0
+
+
 def test_value_clip_is_elementwise():
   grads = {"a": jnp.array([-3.0, 0.5, 2.0])}
   updates, stats = one_update(cfg(name="sgd", learning_rate=1.0, clip_mode="value",

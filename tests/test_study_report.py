@@ -131,3 +131,28 @@ def test_results_of_runs_before_the_ledger_are_carried(tmp_path):
   assert out["copy_first_solved"]["lru, T=500"] == {"solved": 0, "runs": 3}  # unfinished: dropped
   assert out["carried"] == {"copy": ["lru, T=500"], "copy_first_solved": ["lru, T=500"]}
   assert report.carry_over(str(tmp_path / "absent.json"), new) == new
+
+
+def test_solve_times_and_final_metrics_from_the_curves(tmp_path, capsys):
+  """The shared extra: first evaluation meeting the criterion, final values of another
+  metric, the curves figure; a run that never solves counts in the denominator."""
+  def run(seed, curve):
+    return {**_row("lstm", 20, seed, "done", curve[-1]["eval/accuracy"]),
+            "curve": [{"step": s, "wall_time_s": 10.0 * s, **v}
+                      for s, v in zip((250, 500), curve)]}
+  rows = [run(0, [{"eval/accuracy": 0.5, "eval/loss": 0.3}, {"eval/accuracy": 0.995,
+                                                            "eval/loss": 0.01}]),
+          run(1, [{"eval/accuracy": 0.992, "eval/loss": 0.02}, {"eval/accuracy": 1.0,
+                                                              "eval/loss": 0.03}]),
+          run(2, [{"eval/accuracy": 0.2, "eval/loss": 0.4}, {"eval/accuracy": 0.3,
+                                                            "eval/loss": 0.5}])]
+  results = {}
+  extra = report.solve_times_and_curves(lambda r: r["model.cell"], group="g",
+                                        extra_metrics=("eval/loss",))
+  extra("copy", str(tmp_path), rows, results, str(tmp_path))
+  first = results["copy_first_solved"]["lstm, T=20"]
+  assert first["runs"] == 3 and first["solved"] == 2 and sorted(first["steps"]) == [250, 500]
+  loss = results["copy_final_loss"]["lstm, T=20"]
+  assert loss["runs"] == 3 and loss["mean"] == pytest.approx(0.18)
+  assert "| lstm | 375 / 62.5 min (2/3) |" in capsys.readouterr().out
+  assert (tmp_path / "copy_curves.png").stat().st_size > 0

@@ -83,6 +83,27 @@ def reference(tmp_path_factory, env):
     return workdir, json.load(f), out.stdout.strip().splitlines()
 
 
+def test_gradient_norm_window_sees_every_step(tmp_path):
+  """grad/norm_max and grad/norm_mean cover every step since the last log, not only the
+  logged one: a run logging every 4 steps reports the max and mean of the per-step norms
+  that the same run logging every step reports."""
+  each = rows(trainer_run(tmp_path / "each", **{"train.log_every": 1}))
+  every4 = rows(trainer_run(tmp_path / "every4", **{"train.log_every": 4}))
+  norms = {r["step"]: r["grad/norm"] for r in each}
+  assert [r["step"] for r in every4] == [1, 4, 8]
+  for r, steps in zip(every4, ([1], [2, 3, 4], [5, 6, 7, 8])):
+    assert r["grad/norm"] == pytest.approx(norms[steps[-1]], rel=1e-6)
+    assert r["grad/norm_max"] == pytest.approx(max(norms[s] for s in steps), rel=1e-6)
+    assert r["grad/norm_mean"] == pytest.approx(np.mean([norms[s] for s in steps]), rel=1e-6)
+  # not vacuous: within a window the norms differ, and the max is not the logged step's
+  assert any(r["grad/norm_max"] > r["grad/norm"] * (1 + 1e-6) for r in every4)
+
+
+def trainer_run(workdir, **changes):
+  trainer.train_and_evaluate(tiny_config(**changes), str(workdir), console=quiet)
+  return str(workdir)
+
+
 def test_classifier_reads_out_at_the_last_valid_step_or_at_every_step():
   """Padded sequences (lengths 5, 2, 4) give what each sequence gives unpadded.
 

@@ -41,27 +41,46 @@ def _sort_key(r):
           r["task.seq_len"], r["seed"])
 
 
-def gradient_stats(root: str, rows) -> dict[str, dict]:
-  """Per arm (both lengths pooled): the fraction of steps clipped and the pre-clip global
-  gradient norm at the logged steps (median and max), from each run's metrics.jsonl."""
+def gradient_stats(root: str, rows, label=label, by_length: bool = False) -> dict[str, dict]:
+  """Per arm (lengths pooled, or per "<arm>, T=<t>" with ``by_length``): the fraction of
+  steps clipped, and the pre-clip global gradient norm from each run's metrics.jsonl.
+
+  Runs that log ``grad/norm_mean`` and ``grad/norm_max`` (every step of each log window)
+  give the median of the window means and the largest norm of any step ("every step");
+  older runs only the norms at the logged steps ("logged").
+  """
   out = {}
   for name, members in report.arms(rows, label).items():
-    fracs, norms = [], []
-    for row in members:
-      path = os.path.join(root, row["run"], "metrics.jsonl")
-      if not os.path.exists(path):
-        continue
-      logged = [r for r in workdir_lib.read_jsonl(path) if "grad/clipped_frac" in r]
-      fracs += [r["grad/clipped_frac"] for r in logged]
-      norms += [r["grad/norm"] for r in logged if np.isfinite(r["grad/norm"])]
-    out[name] = {"clipped_frac": float(np.mean(fracs)) if fracs else None,
-                 "median_norm": float(np.median(norms)) if norms else None,
-                 "max_norm": float(np.max(norms)) if norms else None}
+    groups = ({t: [r for r in members if r["task.seq_len"] == t]
+               for t in sorted({r["task.seq_len"] for r in members})} if by_length
+              else {None: members})
+    for t, group in groups.items():
+      fracs, norms, maxes, every_step = [], [], [], True
+      for row in group:
+        path = os.path.join(root, row["run"], "metrics.jsonl")
+        if not os.path.exists(path):
+          continue
+        logged = [r for r in workdir_lib.read_jsonl(path) if "grad/clipped_frac" in r]
+        fracs += [r["grad/clipped_frac"] for r in logged]
+        windowed = bool(logged) and all("grad/norm_max" in r for r in logged)
+        every_step &= windowed
+        key, top = ("grad/norm_mean", "grad/norm_max") if windowed else ("grad/norm",) * 2
+        norms += [r[key] for r in logged if np.isfinite(r[key])]
+        maxes += [r[top] for r in logged if np.isfinite(r[top])]
+      out[name if t is None else f"{name}, T={t}"] = {
+          "clipped_frac": float(np.mean(fracs)) if fracs else None,
+          "median_norm": float(np.median(norms)) if norms else None,
+          "max_norm": float(np.max(maxes)) if maxes else None,
+          "norms_of": "every step" if every_step and fracs else "logged steps"}
   return out
 
 
 def gradient_table(stats: dict) -> str:
-  lines = ["| arm | steps clipped | median logged ||g|| | max logged ||g|| |", "|---|---|---|---|"]
+  every = all(s.get("norms_of") == "every step" for s in stats.values()
+              if s["clipped_frac"] is not None)
+  of = "||g|| (window means)" if every else "logged ||g||"
+  top = "max ||g|| (any step)" if every else "max logged ||g||"
+  lines = [f"| arm | steps clipped | median {of} | {top} |", "|---|---|---|---|"]
   for name, s in stats.items():
     if s["clipped_frac"] is None:
       continue

@@ -184,10 +184,26 @@ def training_loss(job: Job) -> Callable:
   return loss_fn
 
 
-def _window(task_metrics: dict, clipped) -> dict:
-  """The per-step values summed into ``TrainState.sums`` (means at each log)."""
+WINDOW_MAX = "_max"  # a window entry whose name ends so is a running maximum, not a sum
+
+
+def _window(task_metrics: dict, clipped, grad_norm) -> dict:
+  """The per-step values accumulated into ``TrainState.sums``: summed (means at each log),
+  or, for names ending in ``WINDOW_MAX``, the largest value since the last log.
+
+  ``grad/norm_mean`` and ``grad/norm_max`` see the pre-clip global norm of every
+  step, so a spike between two logs is not missed (``grad/norm`` is the logged
+  step's own value).
+  """
   return {**{f"train/{k}": v for k, v in task_metrics.items()},
-          "grad/clipped_frac": clipped, "count": jnp.float32(1)}
+          "grad/clipped_frac": clipped, "grad/norm_mean": grad_norm,
+          "grad/norm" + WINDOW_MAX: grad_norm, "count": jnp.float32(1)}
+
+
+def accumulate(sums: dict, window: dict) -> dict:
+  """``sums`` with one step's ``_window`` values added (or maxed, for ``WINDOW_MAX`` names)."""
+  return {k: (jnp.maximum(v, window[k]) if k.endswith(WINDOW_MAX) else v + window[k])
+          for k, v in sums.items()}
 
 
 def train_step(job: Job, state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -213,7 +229,8 @@ def train_step(job: Job, state: TrainState, batch) -> tuple[TrainState, dict]:
   bad = ~(jnp.isfinite(loss) & jnp.isfinite(stats["grad/norm"]))
   new = state.replace(
       step=step, params=params, opt_state=opt_state, carry=carry,
-      sums=jax.tree.map(jnp.add, state.sums, _window(task_metrics, stats["grad/clipped"])),
+      sums=accumulate(state.sums, _window(task_metrics, stats["grad/clipped"],
+                                          stats["grad/norm"])),
       nonfinite_step=jnp.where(bad & (state.nonfinite_step < 0), step, state.nonfinite_step))
   return new, {**stats, **optim.group_norms(grads, "grad/norm"),
                **optim.group_norms(params, "param/norm"),
@@ -269,7 +286,7 @@ def init_state(job: Job) -> TrainState:
     batch_spec = {**batch_spec, "carry": carry}
   spec = jax.eval_shape(lambda p, b: training_loss(job)(p, b, rng, 0)[1], params, batch_spec)
   spec.pop(NEXT_CARRY, None)
-  sums = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), _window(spec, 0.0))
+  sums = jax.tree.map(lambda _: jnp.zeros((), jnp.float32), _window(spec, 0.0, 0.0))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      opt_state=job.tx.init(params), rng=rng, sums=sums,
                      nonfinite_step=jnp.full((), -1, jnp.int32), carry=carry)

@@ -65,11 +65,27 @@ OPTIMIZERS: dict[str, Optimizer] = {
 # Every optional field of config.optim that some optimizer reads.
 OPTIMIZER_FIELDS = sorted({f for o in OPTIMIZERS.values() for f in o.fields})
 
+def normalize_by_global_norm(clip_norm) -> optax.GradientTransformation:
+  """g <- c g / ||g|| at every step, also when ||g|| < c: normalised gradient descent.
+
+  The control for global-norm clipping at a threshold that clips most steps: if a
+  run clipped at c trains as this one does, clipping acted as a rescaled step size,
+  not as a guard against the rare exploding step (Pascanu et al. 2013).
+  """
+  def update(updates, state, params=None):
+    del params
+    norm = optax.global_norm(updates)
+    scale = clip_norm / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+    return jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 # clip mode -> threshold -> stateless GradientTransformation.
 CLIP_MODES: dict[str, Callable[[jax.Array], optax.GradientTransformation]] = {
     "global_norm": optax.clip_by_global_norm,   # Pascanu et al. 2013
     "value": optax.clip,                        # element-wise to [-c, c]
     "adaptive": optax.adaptive_grad_clip,       # unit-wise, relative to |param| (Brock et al.)
+    "normalize": normalize_by_global_norm,      # every step to norm c (normalised GD)
     "none": lambda clip_norm: optax.identity(),
 }
 

@@ -143,7 +143,8 @@ def baseline_metrics(task) -> dict[str, float]:
 def window_means(sums: dict) -> dict[str, float]:
   """Means of the train metrics since the last log from ``TrainState.sums`` (on the host)."""
   count = max(float(sums["count"]), 1.0)
-  return {k: float(v) / count for k, v in sums.items() if k != "count"}
+  return {k: float(v) if k.endswith(job_lib.WINDOW_MAX) else float(v) / count
+          for k, v in sums.items() if k != "count"}
 
 
 def progress_line(step: int, total: int, row: dict, task, speed: str) -> str:
