@@ -1,17 +1,18 @@
 r"""Exploding gradients of a tanh RNN under plain SGD, with and without global-norm clipping.
 
-    python -m experiments.exploding_clipping.run      # 3 runs, about 1-2 minutes on a 2-core CPU
+    python -m experiments.exploding_clipping.run      # 3 arms x 3 seeds, about 4 minutes on a 2-core CPU
     python -m experiments.exploding_clipping.run --seq_len=100 --steps=5000 \
         --out=/tmp/exploding_clipping_full             # longer (GPU)
     python -m experiments.exploding_clipping.omega    # the Omega regulariser (omega.py)
 
 Each arm is the trainer on configs/temporal_order.py with OVERRIDES and one
-clipping setting (ARMS), run in-process by ``trainer.train_and_evaluate`` with the
+clipping setting (ARMS), for each of --seeds (default 0, 1, 2), run in-process by ``trainer.train_and_evaluate`` with the
 gradient-flow recorder on (``gradflow.every`` = HOOK_EVERY); ``launch.py`` with the
 printed flags gives the same metrics.jsonl and gradflow.jsonl. Every step is logged (train.log_every=1), so
 metrics.jsonl holds each step's loss, pre-clip global gradient norm and whether
 it was clipped. Runs go to --root (default under /tmp); figures and
-results.json to --out (default: this folder).
+results.json to --out (default: this folder). The figures show seed 0; the
+table has every seed and each arm's summary over the seeds.
 """
 
 from __future__ import annotations
@@ -48,26 +49,32 @@ ARMS = {
 HOOK_EVERY = 5
 
 
-def overrides(name: str, sizes: dict | None = None) -> dict:
+def overrides(name: str, sizes: dict | None = None, seed: int = 0) -> dict:
   """The flags of arm ``name``; ``sizes`` replaces some of OVERRIDES (e.g. a longer run)."""
-  return {**OVERRIDES, **(sizes or {}), **ARMS[name], "gradflow.every": HOOK_EVERY}
+  return {**OVERRIDES, **(sizes or {}), **ARMS[name], "gradflow.every": HOOK_EVERY,
+          "seed": seed}
 
 
-def arm_config(name: str, sizes: dict | None = None):
-  return config_lib.override(temporal_order.get_config(), overrides(name, sizes))
+def arm_config(name: str, sizes: dict | None = None, seed: int = 0):
+  return config_lib.override(temporal_order.get_config(), overrides(name, sizes, seed))
 
 
-def command(name: str, root: str, sizes: dict | None = None) -> str:
-  flags = " ".join(f"--config.{k}={v}" for k, v in overrides(name, sizes).items())
+def run_name(name: str, seed: int) -> str:
+  return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def command(name: str, root: str, sizes: dict | None = None, seed: int = 0) -> str:
+  flags = " ".join(f"--config.{k}={v}" for k, v in overrides(name, sizes, seed).items())
   return (f"python launch.py --config=configs/temporal_order.py "
-          f"--workdir={os.path.join(root, name)} {flags}")
+          f"--workdir={os.path.join(root, run_name(name, seed))} {flags}")
 
 
-def train_arm(name: str, root: str, sizes: dict) -> str | None:
+def train_arm(name: str, root: str, sizes: dict, seed: int = 0) -> str | None:
   """Trains one arm with the hook; returns the NonFiniteError message if it stopped."""
-  workdir = os.path.join(root, name)
-  config = arm_config(name, sizes)
-  print(f"{name}: equivalent to\n  {command(name, root, sizes)}", flush=True)
+  workdir = os.path.join(root, run_name(name, seed))
+  config = arm_config(name, sizes, seed)
+  print(f"{run_name(name, seed)}: equivalent to\n  {command(name, root, sizes, seed)}",
+        flush=True)
   try:
     trainer.train_and_evaluate(config, workdir, overwrite=True,
                              console=lambda line: None)
@@ -76,9 +83,9 @@ def train_arm(name: str, root: str, sizes: dict) -> str | None:
   return None
 
 
-def statistics(name: str, root: str, stopped: str | None) -> dict:
+def statistics(name: str, root: str, stopped: str | None, seed: int = 0) -> dict:
   """Spikes, clipped steps, the blow-up of the loss and the final held-out metrics."""
-  rows = workdir_lib.read_jsonl(os.path.join(root, name, workdir_lib.METRICS))
+  rows = workdir_lib.read_jsonl(os.path.join(root, run_name(name, seed), workdir_lib.METRICS))
   per_step = [r for r in rows if "grad/norm" in r]
   norms = np.array([r["grad/norm"] for r in per_step])
   loss = np.array([r["train/loss"] for r in per_step])
@@ -86,7 +93,7 @@ def statistics(name: str, root: str, stopped: str | None) -> dict:
   chance = np.log(4.0)
   blown = np.nonzero(loss > 2 * chance)[0]
   evals = [r for r in rows if "eval/loss" in r]
-  return {"arm": name, "steps": int(per_step[-1]["step"]), "stopped": stopped,
+  return {"arm": name, "seed": seed, "steps": int(per_step[-1]["step"]), "stopped": stopped,
           "clipped_steps": int(sum(r.get("grad/clipped", 0) for r in per_step)),
           "median_norm_first_100": float(calm), "max_norm": float(norms.max()),
           "spikes_over_10x": int((norms > 10 * calm).sum()), "max_loss": float(loss.max()),
@@ -108,16 +115,48 @@ def figures(name: str, root: str, out: pathlib.Path, sizes: dict):
 
 
 def table(stats) -> str:
-  head = ["arm", "clipped steps", "median ||g|| (first 100)", "max ||g||",
+  head = ["arm", "seed", "clipped steps", "median ||g|| (first 100)", "max ||g||",
           "steps ||g|| > 10x median",
           "max train loss", "first step loss > 2 ln 4", "final eval loss", "final eval accuracy"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for s in stats:
     e = s["final_eval"]
-    lines.append(f"| {s['arm']} | {s['clipped_steps']} | {s['median_norm_first_100']:.3g} | "
+    lines.append(f"| {s['arm']} | {s.get('seed', 0)} | {s['clipped_steps']} | "
+                 f"{s['median_norm_first_100']:.3g} | "
                  f"{s['max_norm']:.3g} | {s['spikes_over_10x']} | {s['max_loss']:.3g} | "
                  f"{s['first_loss_over_2x_chance'] or 'never'} | {e['eval/loss']:.4f} | "
                  f"{e['eval/accuracy']:.3f} |")
+  return "\n".join(lines)
+
+
+def summaries(stats) -> dict[str, dict]:
+  """Per arm over its seeds: runs whose loss passed 2 ln 4, mean ± std of the largest
+  gradient norm, the largest train loss and the final held-out loss and accuracy."""
+  out = {}
+  for name in dict.fromkeys(s["arm"] for s in stats):
+    runs = [s for s in stats if s["arm"] == name]
+    out[name] = {
+        "seeds": len(runs),
+        "blew_up": sum(s["first_loss_over_2x_chance"] is not None for s in runs),
+        "max_norm": _mean_std([s["max_norm"] for s in runs]),
+        "max_loss": _mean_std([s["max_loss"] for s in runs]),
+        "final_eval_loss": _mean_std([s["final_eval"]["eval/loss"] for s in runs]),
+        "final_eval_accuracy": _mean_std([s["final_eval"]["eval/accuracy"] for s in runs])}
+  return out
+
+
+def _mean_std(values) -> list[float]:
+  return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
+
+
+def summary_table(summary: dict) -> str:
+  lines = ["| arm | seeds whose loss passed 2 ln 4 | max ||g|| | max train loss | "
+           "final eval loss | final eval accuracy |", "|---|---|---|---|---|---|"]
+  f = lambda ms, d: f"{ms[0]:{d}} ± {ms[1]:{d}}"
+  for name, s in summary.items():
+    lines.append(f"| {name} | {s['blew_up']}/{s['seeds']} | {f(s['max_norm'], '.3g')} | "
+                 f"{f(s['max_loss'], '.3g')} | {f(s['final_eval_loss'], '.4f')} | "
+                 f"{f(s['final_eval_accuracy'], '.3f')} |")
   return "\n".join(lines)
 
 
@@ -127,18 +166,29 @@ def main():
   p.add_argument("--out", type=pathlib.Path, default=HERE, help="where figures go")
   p.add_argument("--seq_len", type=int, default=OVERRIDES["task.seq_len"])
   p.add_argument("--steps", type=int, default=OVERRIDES["train.num_steps"])
+  p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
   args = p.parse_args()
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError:
+    p.error(f"--seeds takes a comma list of integers, got {args.seeds!r}")
   args.out.mkdir(parents=True, exist_ok=True)
   sizes = {"task.seq_len": args.seq_len, "train.num_steps": args.steps}
   start, stats = time.time(), []
   for name in ARMS:
-    stopped = train_arm(name, args.root, sizes)
-    stats.append(statistics(name, args.root, stopped))
+    for seed in seeds:
+      stopped = train_arm(name, args.root, sizes, seed)
+      stats.append(statistics(name, args.root, stopped, seed))
     figures(name, args.root, args.out, sizes)
+  summary = summaries(stats)
   with open(args.out / "results.json", "w") as f:
-    json.dump({"stats": stats, "commands": {n: command(n, args.root, sizes) for n in ARMS},
+    json.dump({"stats": stats, "summary": summary,
+               "commands": {run_name(n, s): command(n, args.root, sizes, s)
+                            for n in ARMS for s in seeds},
                "wall_time_s": round(time.time() - start)}, f, indent=1)
   print(table(stats))
+  print()
+  print(summary_table(summary))
   print(f"wall time {time.time() - start:.0f} s")
 
 
