@@ -199,8 +199,7 @@ def _solve_times_and_curves(task, rows, results, out, label, group, extra_metric
   print(f"\nFirst evaluation that meets {criterion}: median step and median wall time "
         f"of the finished runs that did (solved / finished runs). Wall time is that of "
         f"{group}.\n")
-  print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
-  print("|---|" + "---|" * len(lengths))
+  _print_head(lengths)
   solved = {}
   for name, members in arms(rows, label).items():
     cells = []
@@ -249,11 +248,15 @@ def _solve_times_and_curves(task, rows, results, out, label, group, extra_metric
   fig.savefig(os.path.join(out, f"{task}_curves.png"), dpi=110)
 
 
+def _print_head(lengths):
+  print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
+  print("|---|" + "---|" * len(lengths))
+
+
 def _final_table(task, rows, results, label, lengths, metric):
   """Mean ± std over the finished runs of ``metric`` at each run's last evaluation."""
   print(f"\nFinal held-out `{metric}`, mean ± std over the finished runs (runs).\n")
-  print("| arm | " + " | ".join(f"T = {t}" for t in lengths) + " |")
-  print("|---|" + "---|" * len(lengths))
+  _print_head(lengths)
   table = {}
   for name, members in arms(rows, label).items():
     cells = []
