@@ -1,7 +1,7 @@
 """Le, Jaitly & Hinton (2015): the IRNN on the adding problem under their protocol.
 
     python launch.py --config=configs/le2015.py --sweep --workdir=runs/le2015 --vmap=12
-    python -m experiments.initialization.le2015 --runs=runs/le2015
+    python -m experiments.initialization.le2015 --adding=runs/le2015
 
 Task: adding (Le et al.'s layout: two marked values in [0, 1), one in each half;
 target their sum; baseline MSE 1/6), T = 150. Protocol as Le et al.: 100 hidden
