@@ -33,7 +33,7 @@ def test_invalid_value_is_refused_before_anything_runs(tmp_path):
   out = launch("--config.model.unroll=0", workdir=tmp_path / "run")
   assert "model.unroll must be None (by backend) or an integer >= 1, got 0" in out.stderr
   out = launch("--config.optim.clip_mode=norm", workdir=tmp_path / "run")
-  assert "Unknown optim.clip_mode 'norm'. Valid: adaptive, global_norm, none, value" in out.stderr
+  assert "Unknown optim.clip_mode 'norm'. Valid: adaptive, global_norm, none, normalize, value" in out.stderr
 
 
 def test_workdir_of_another_run_is_refused(tmp_path):
