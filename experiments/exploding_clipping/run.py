@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from configs import temporal_order
+from experiments import study_report as report
 from rnnlab import plots
 from rnnlab.training import config as config_lib
 from rnnlab.training import trainer
@@ -138,15 +139,11 @@ def summaries(stats) -> dict[str, dict]:
     out[name] = {
         "seeds": len(runs),
         "blew_up": sum(s["first_loss_over_2x_chance"] is not None for s in runs),
-        "max_norm": _mean_std([s["max_norm"] for s in runs]),
-        "max_loss": _mean_std([s["max_loss"] for s in runs]),
-        "final_eval_loss": _mean_std([s["final_eval"]["eval/loss"] for s in runs]),
-        "final_eval_accuracy": _mean_std([s["final_eval"]["eval/accuracy"] for s in runs])}
+        "max_norm": report.mean_std([s["max_norm"] for s in runs]),
+        "max_loss": report.mean_std([s["max_loss"] for s in runs]),
+        "final_eval_loss": report.mean_std([s["final_eval"]["eval/loss"] for s in runs]),
+        "final_eval_accuracy": report.mean_std([s["final_eval"]["eval/accuracy"] for s in runs])}
   return out
-
-
-def _mean_std(values) -> list[float]:
-  return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
 
 
 def summary_table(summary: dict) -> str:
