@@ -26,10 +26,13 @@ class Workload:
       and one Adam update, "forward" = the forward pass only.
     compile_s: mode -> seconds spent compiling (JAX; absent for eager torch).
     memory: mode -> compiled memory analysis in bytes (JAX only).
+    flops: mode -> floating-point operations of one step by XLA's cost analysis
+      (filled where a benchmark reports them: ``jax_models.build_matmuls``).
   """
   steps: dict[str, Callable[[], None]] = dataclasses.field(default_factory=dict)
   compile_s: dict[str, float] = dataclasses.field(default_factory=dict)
   memory: dict[str, dict] = dataclasses.field(default_factory=dict)
+  flops: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def median_seconds(fn: Callable[[], None], warmup: int, repeats: int) -> dict:

@@ -14,10 +14,12 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from benchmarks import experiments
 from benchmarks.harness import Workload
+from rnnlab import cells
 from rnnlab import engine
 
 # Flax's own cells: the fused-gate LSTM, and the GRU / Elman cells nn.RNN ships.
@@ -154,4 +156,128 @@ def build(framework, cell, batch, length, hidden, input_size, *, modes, seed,
   work = Workload()
   for mode in modes:
     _ADDERS[mode](work, state, apply, xs)
+  return work
+
+
+# --- rnnlab's matmuls alone: the PROFILE line of benchmarks.paired ------------------------
+
+PROFILE_CHUNK = 50  # most time steps per call of the matmul program
+
+
+def profile_chunk(length: int) -> int:
+  """Steps per call of the matmul program: the largest divisor of T up to PROFILE_CHUNK.
+
+  Unrolled, T = 500 steps of a training step's matmuls take ~50 s to compile; a chunk of
+  at most 50 steps called T / chunk times compiles in a few seconds and runs the same
+  matmuls.
+  """
+  return max(k for k in range(1, min(length, PROFILE_CHUNK) + 1) if length % k == 0)
+
+
+def _in_order(steps):
+  """Runs ``fn(carry, x) -> (carry, y)`` for each ``(fn, x)`` of ``steps``, unrolled.
+
+  Step i+1's inputs pass one ``optimization_barrier`` together with step i's output
+  and carry. So XLA can neither merge the same-shaped matmuls of different steps into
+  one larger matmul (they share a weight) nor run them side by side, as it could not in
+  the recurrence; and every output stays in use, so none is dropped. The barrier does
+  no work. Returns (last carry, [y of every step]).
+  """
+  carry, outs = None, []
+  for fn, x in steps:
+    if outs:
+      (outs[-1], carry), x = jax.lax.optimization_barrier(((outs[-1], carry), x))
+    carry, y = fn(carry, x)
+    outs.append(y)
+  return carry, outs
+
+
+def matmul_programs(cell, mode, hoist):
+  """The matmuls of one rnnlab ``mode`` step, as (G, chunk, hoisted).
+
+  With G the cell's gates (lstm 4, gru 3, rnn 1), W_x (D, G*H) and W_h (H, G*H):
+
+  - ``chunk(w_x, w_h, xs, hs, gs)``: K = ``profile_chunk(T)`` steps in order, inputs
+    lists of K arrays xs (B, D), hs (B, H), gs (B, G*H). Per step, forward: h @ W_h
+    ((B, H) x (H, G*H)) and, unhoisted, x @ W_x ((B, D) x (D, G*H)); training adds per
+    step, in a second pass: dh = g @ W_h^T, dW_h += h^T @ g and, unhoisted,
+    dx = g @ W_x^T, dW_x += x^T @ g (the adds into dW are the only other work, as in
+    the recurrence's backward loop).
+  - ``hoisted(w_x, xs, gs)`` (None unless ``hoist``): the input projection of all T
+    steps as one (T*B, D) x (D, G*H) matmul; training adds dxs = gs @ W_x^T and
+    dW_x = xs^T @ gs, each one matmul over all T*B rows.
+
+  ``hoist`` is where ``engine.scan`` puts the input projection (hoisted off the CPU).
+  """
+  gates = cells.get_cell(cell).num_gates
+
+  def forward(carry, inp):
+    h, x, w_h, w_x = inp
+    return carry, (h @ w_h,) if hoist else (h @ w_h, x @ w_x)
+
+  def backward(acc, inp):
+    g, h, x, w_h, w_x = inp
+    grads = (h.T @ g,) if hoist else (h.T @ g, x.T @ g)
+    acc = grads if acc is None else tuple(a + d for a, d in zip(acc, grads))
+    return acc, (g @ w_h.T,) if hoist else (g @ w_h.T, g @ w_x.T)
+
+  def chunk(w_x, w_h, xs, hs, gs):
+    steps = [(forward, (h, x, w_h, w_x)) for h, x in zip(hs, xs)]
+    if mode == "train":
+      steps += [(backward, (g, h, x, w_h, w_x)) for g, h, x in zip(gs, hs, xs)][::-1]
+    return _in_order(steps)
+
+  def hoisted(w_x, xs, gs):
+    if mode == "forward":
+      return xs @ w_x
+    return xs @ w_x, gs @ w_x.T, xs.T @ gs
+  return gates, chunk, (hoisted if hoist else None)
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis.get("flops", 0.0))
+
+
+def build_matmuls(cell, batch, length, hidden, input_size, *, modes, seed,
+                  hoist=None) -> Workload:
+  """rnnlab's matmuls of one step per mode, alone (``matmul_programs``), compiled.
+
+  A step calls the K-step chunk T / K times, waiting for each call (so that calls
+  cannot overlap on the CPU), then the hoisted matmuls if any: the matmuls of T
+  steps, with nothing of the recurrence's pointwise work, while loop or stacking of
+  outputs. ``flops`` holds XLA's count for the whole step. ``hoist`` None: as
+  ``engine.scan`` decides (hoisted off the CPU).
+  """
+  if hoist is None:
+    hoist = jax.default_backend() != "cpu"  # engine.scan's hoist=None
+  k = profile_chunk(length)
+  work = Workload()
+  for mode in modes:
+    gates, chunk, hoisted = matmul_programs(cell, mode, hoist)
+    g = gates * hidden
+    rng = np.random.default_rng(seed)  # numpy: nothing to compile
+    normal = lambda *shape: jnp.asarray(rng.standard_normal(shape, np.float32))
+    per_step = lambda *shape: [normal(*shape) for _ in range(k)]
+    chunk_args = (normal(input_size, g), normal(hidden, g), per_step(batch, input_size),
+                  per_step(batch, hidden), per_step(batch, g))
+    chunk_c, seconds = _compile(chunk, chunk_args)
+    work.flops[mode] = _flops(chunk_c) * (length // k)
+    hoisted_c = hoisted_args = None
+    if hoisted is not None:
+      hoisted_args = (chunk_args[0], normal(length * batch, input_size),
+                      normal(length * batch, g))
+      hoisted_c, more = _compile(hoisted, hoisted_args)
+      seconds += more
+      work.flops[mode] += _flops(hoisted_c)
+    work.compile_s[mode] = seconds
+
+    def run(chunk_c=chunk_c, chunk_args=chunk_args, hoisted_c=hoisted_c,
+            hoisted_args=hoisted_args):
+      for _ in range(length // k):
+        jax.block_until_ready(chunk_c(*chunk_args))
+      if hoisted_c is not None:
+        jax.block_until_ready(hoisted_c(*hoisted_args))
+    work.steps[mode] = run
   return work

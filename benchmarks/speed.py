@@ -169,6 +169,13 @@ def _spec(args, task, framework, cell, configs, **extra):
               input_size=args.input_size, **extra)
 
 
+def rotated(items, r: int) -> list:
+  """``items`` starting ``r`` places further along (round r's order of the frameworks)."""
+  items = list(items)
+  k = r % len(items)
+  return items[k:] + items[:k]
+
+
 def speed_specs(args) -> list[dict]:
   """One worker spec per (round, cell, framework), each over the whole grid.
 
@@ -177,13 +184,9 @@ def speed_specs(args) -> list[dict]:
   same peer) and slow drifts of the machine fall on every framework alike.
   """
   configs = [[b, t, h] for h in args.hidden for t in args.length for b in args.batch]
-  fws = list(args.frameworks)
-  specs = []
-  for r in range(args.rounds):
-    k = r % len(fws)
-    specs += [_spec(args, "speed", fw, cell, configs, round=r)
-              for cell in args.cells for fw in fws[k:] + fws[:k]]
-  return specs
+  return [_spec(args, "speed", fw, cell, configs, round=r)
+          for r in range(args.rounds) for cell in args.cells
+          for fw in rotated(args.frameworks, r)]
 
 
 def memory_specs(args) -> list[dict]:
@@ -200,13 +203,17 @@ def memory_specs(args) -> list[dict]:
 SPECS = {"speed": speed_specs, "memory": memory_specs}  # --parts -> its worker specs
 
 
+def worker_env() -> dict:
+  """The environment of a worker process: this one's, with the repository importable."""
+  return {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def run_worker(spec: dict, timeout: int) -> list[dict]:
   """Runs one worker process; its rows, plus an error row if it failed or timed out."""
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-      [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
   cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
   try:
-    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=worker_env(), capture_output=True, text=True,
                           timeout=timeout)
     stdout, failure = done.stdout, (done.returncode and done.stderr[-2000:])
   except subprocess.TimeoutExpired as e:  # keep the rows printed before the limit
@@ -266,11 +273,12 @@ def _ratios(values, case, peer):
   return [ref[r] / other[r] for r in sorted(set(ref) & set(other))]
 
 
-def speed_table(rows, frameworks, metric="wall") -> str:
+def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
   """Tokens/s per framework and rnnlab/peer per (cell, mode, B, T, H).
 
   With several rounds, tokens/s is the median over rounds and each ratio is the
-  median of the per-round ratios, followed by their range (lowest-highest).
+  median of the per-round ratios, followed by their range (lowest-highest);
+  ``token_range`` adds the range over rounds to the tokens/s too.
   """
   key = METRICS[metric]
   values, errors = _by_case(rows, key)
@@ -278,11 +286,14 @@ def speed_table(rows, frameworks, metric="wall") -> str:
   peers = [f for f in frameworks if f != REFERENCE] if REFERENCE in frameworks else []
   spread = any(len(v) > 1 for v in values.values())
   width = 20 if spread else 14
+  token_width = 22 if spread and token_range else 10
 
   def tokens(f, case):
-    if (f, *case) in values:
-      return f"{statistics.median(values[(f, *case)].values()) / 1e3:.1f}k"
-    return "err" if (f, *case) in errors else "-"
+    if (f, *case) not in values:
+      return "err" if (f, *case) in errors else "-"
+    v = [x / 1e3 for x in values[(f, *case)].values()]
+    text = f"{statistics.median(v):.1f}k"
+    return f"{text} ({min(v):.1f}-{max(v):.1f})" if token_width > 10 and len(v) > 1 else text
 
   def ratio(case, peer):
     rs = _ratios(values, case, peer)
@@ -292,13 +303,13 @@ def speed_table(rows, frameworks, metric="wall") -> str:
     return f"{text} ({min(rs):.2f}-{max(rs):.2f})" if spread and len(rs) > 1 else text
 
   head = (f"{'cell':5} {'mode':8} {'B':>4} {'T':>5} {'H':>4} | "
-          + " ".join(f"{f:>10}" for f in frameworks) + " | "
+          + " ".join(f"{f:>{token_width}}" for f in frameworks) + " | "
           + " ".join(f"{REFERENCE + '/' + p:>{width}}" for p in peers))
   lines = [head, "-" * len(head)]
   for case in cases:
     cell, mode, b, t, h = case
     lines.append(f"{cell:5} {mode:8} {b:>4} {t:>5} {h:>4} | "
-                 + " ".join(f"{tokens(f, case):>10}" for f in frameworks)
+                 + " ".join(f"{tokens(f, case):>{token_width}}" for f in frameworks)
                  + " | " + " ".join(f"{ratio(case, p):>{width}}" for p in peers))
   return "\n".join(lines)
 

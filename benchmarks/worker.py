@@ -6,6 +6,12 @@ cache touches another's numbers, and each memory case starts from a fresh heap::
 
     python -m benchmarks.worker '{"task": "speed", "framework": "torch", ...}'
 
+``paired.py`` starts one long-lived worker per framework in *serve* mode, which
+builds a grid point's steps when asked and times a few of them when asked, and
+otherwise sits blocked on its stdin (``serve``)::
+
+    python -m benchmarks.worker --serve '{"framework": "torch", "threads": 2, ...}'
+
 Every result is one line ``ROW {json}`` on stdout; anything else there is noise.
 """
 
@@ -16,6 +22,7 @@ import json
 import os
 import sys
 import time
+from typing import Iterable
 
 from benchmarks import harness
 
@@ -130,19 +137,93 @@ def memory_rows(spec, backend):
 TASKS = {"speed": speed_rows, "memory": memory_rows}
 
 
-def run(spec: dict) -> None:
-  """Pins threads, picks the platform, then prints the spec's rows as they come."""
-  if spec.get("task") not in TASKS:
-    raise ValueError(f"Unknown task {spec.get('task')!r}; valid: {', '.join(TASKS)}.")
+def _start(spec: dict):
+  """Pins threads and picks the platform, then imports and configures the framework."""
   if spec["device"] not in JAX_PLATFORMS:
     raise ValueError(f"Unknown device {spec['device']!r}; valid: {', '.join(JAX_PLATFORMS)}.")
   pin_threads(spec["threads"], spec["device"])
   os.environ["JAX_PLATFORMS"] = JAX_PLATFORMS[spec["device"]]
   backend = backend_for(spec["framework"])
   backend.configure(spec["threads"])
+  return backend
+
+
+def _reply(row: dict) -> None:
+  print(ROW_PREFIX + json.dumps(row), flush=True)
+
+
+def run(spec: dict) -> None:
+  """Pins threads, picks the platform, then prints the spec's rows as they come."""
+  if spec.get("task") not in TASKS:
+    raise ValueError(f"Unknown task {spec.get('task')!r}; valid: {', '.join(TASKS)}.")
+  backend = _start(spec)
   for row in TASKS[spec["task"]](spec, backend):
-    print(ROW_PREFIX + json.dumps(row), flush=True)
+    _reply(row)
+
+
+def _build_point(spec, backend, cell, batch, length, hidden) -> tuple[dict, dict]:
+  """The steps of one grid point (D = H), each run ``warmup`` times untimed; with
+  ``spec["profile"]`` also rnnlab's matmuls alone (``jax_models.build_matmuls``).
+  Returns ({part: Workload}, the reply)."""
+  start = time.perf_counter()
+  parts = {"step": backend.build(spec["framework"], cell, batch, length, hidden, hidden,
+                                 modes=spec["modes"], seed=spec["seed"],
+                                 torch_device=spec["torch_device"])}
+  if spec.get("profile"):
+    parts["matmuls"] = backend.build_matmuls(cell, batch, length, hidden, hidden,
+                                             modes=spec["modes"], seed=spec["seed"])
+  for work in parts.values():
+    for step in work.steps.values():
+      for _ in range(spec["warmup"]):
+        step()
+  return parts, {"compile_s": {p: w.compile_s for p, w in parts.items()},
+                 "flops": {p: w.flops for p, w in parts.items() if w.flops},
+                 "build_s": time.perf_counter() - start,
+                 **backend.environment(spec["torch_device"])}
+
+
+def _time(parts, mode, steps, part="step") -> dict:
+  """``steps`` timed calls of one built step (``harness.median_seconds``, no warm-up),
+  with the wall clock (``time.time``) at their start and end."""
+  wall_start = time.time()
+  timing = harness.median_seconds(parts[part].steps[mode], 0, steps)
+  return {**timing, "wall_start": wall_start, "wall_end": time.time()}
+
+
+def serve(spec: dict, commands: Iterable[str] = sys.stdin) -> None:
+  """Answers one ``ROW {json}`` line per command line, in order, until "quit" or EOF.
+
+  Commands (JSON): {"cmd": "build", "cell", "batch", "length", "hidden"} builds a
+  point's steps (freeing the previous point's first) and warms them up;
+  {"cmd": "time", "mode", "steps", "part": "step" | "matmuls"} times them. Between
+  commands the process only waits on its stdin, so it does no work while another
+  framework's worker is being timed. A failed command answers {"error": ...} and
+  the worker goes on (a point can run out of memory where the next one fits).
+  """
+  if spec["device"] == "gpu":  # several frameworks' processes share the GPU
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  backend = _start(spec)
+  parts = {}
+  for line in commands:
+    cmd = json.loads(line)
+    try:
+      if cmd["cmd"] == "quit":
+        return
+      if cmd["cmd"] == "build":
+        parts = {}
+        parts, reply = _build_point(spec, backend, cmd["cell"], cmd["batch"], cmd["length"],
+                                    cmd["hidden"])
+      elif cmd["cmd"] == "time":
+        reply = _time(parts, cmd["mode"], cmd["steps"], cmd.get("part", "step"))
+      else:
+        raise ValueError(f"Unknown command {cmd['cmd']!r}; valid: build, time, quit.")
+    except Exception as e:  # pylint: disable=broad-except (reported, the worker goes on)
+      reply = {"error": repr(e)}
+    _reply(reply)
 
 
 if __name__ == "__main__":
-  run(json.loads(sys.argv[1]))
+  if sys.argv[1] == "--serve":
+    serve(json.loads(sys.argv[2]))
+  else:
+    run(json.loads(sys.argv[1]))
