@@ -1,64 +1,411 @@
-"""rnnlab against Flax ``nn.RNN`` in one process, calls interleaved: the low-noise view.
+"""rnnlab against Flax ``nn.RNN`` and PyTorch, timed in alternation: the paired, low-noise view.
 
-    python -m benchmarks.paired                 # the default grid of speed.py, ~6 min on 2 cores
-    python -m benchmarks.paired --quick         # one point per cell
-    python -m benchmarks.paired --device gpu
+    python -m benchmarks.paired                 # rnnlab, flax, torch over the grid below
+    python -m benchmarks.paired --quick         # one point per cell (B=16, T=50, H=64)
+    python -m benchmarks.paired --cells lstm --batch 16 --length 100 --hidden 64 --rounds 3
+    python -m benchmarks.paired --device gpu    # JAX on its GPU, torch on cuda (cuDNN)
+    python -m benchmarks.paired --one_process   # the older view: rnnlab and Flax in one process
 
-``speed.py`` runs every framework in its own process, as the comparison with
-PyTorch needs; but between processes a single point moves by 20-30% on a
-shared CPU (thread placement, memory layout, frequency), which swamps any
-difference between two JAX programs. Both of these are JAX programs on the same
-runtime, so here one process builds both workloads of a point (the very ones
-``speed.py`` times, from ``jax_models.build``) and times them in alternation:
-pair i runs rnnlab then Flax for even i, Flax then rnnlab for odd i. Each pair
-gives one ratio t_flax / t_rnnlab (> 1: rnnlab is faster) measured under the
-same machine conditions; the table shows the median ratio and its interquartile
-range over the pairs. A point is "behind beyond noise" only if even the upper
-quartile of its ratios is below 1.
+Between separate runs, one point moves by 20-30% on a shared CPU (other jobs,
+frequency, thread placement), which swamps the differences asked about. So each
+framework gets its own long-lived worker process (``worker.py --serve``: pinned
+to the first ``--threads`` cores, its framework imported only then, as
+``speed.py``'s workers), one per framework and cell, and the processes take
+turns on the same point. For a point (cell, B, T, H = D), each worker first
+builds its steps (the workloads of ``jax_models.build`` / ``torch_models.build``:
+JAX compiled ahead of time, so compilation is never timed) and runs ``--warmup``
+untimed steps of each mode. Then, per mode, ``--rounds`` rounds: in round r each
+framework in turn, in the order ``--frameworks`` rotated by r places, times
+``--steps_per_round`` steps; the median of those is its time in that round. The
+parent waits for each reply before it asks the next worker, and the idle workers
+sit blocked on their stdin, so only one process does timed work at any moment,
+and whatever the machine does over the minutes of a point falls on all
+frameworks alike. Each turn starts 0.1 s after the previous reply (``PAUSE_S``),
+so that the previous framework's spinning worker threads have gone to sleep.
+
+Per point the table shows each framework's tokens/s = B * T / time, median over
+rounds (lowest-highest round), and rnnlab/peer = t_peer / t_rnnlab computed
+within each round (> 1: rnnlab is faster), as median (lowest-highest) over the
+rounds. The summary gives per peer the median, geometric mean and range of the
+points' median ratios and the points where rnnlab was behind in every round.
+
+PROFILE line: how much of rnnlab's step is matrix multiplication. In rnnlab's
+turn, after its steps, its worker times as many calls of a program of rnnlab's
+matmuls alone, with the step's shapes (``jax_models.build_matmuls``): with G the
+cell's gates (lstm 4, gru 3, rnn 1), W_h (H, G*H), W_x (D, G*H), per time step
+h @ W_h ((B, H) x (H, G*H)) and the input projection x @ W_x ((B, D) x (D, G*H);
+where ``engine.scan`` hoists it, off the CPU, one (T*B, D) x (D, G*H) matmul
+instead), and for training also dh = g @ W_h^T, dW_h += h^T @ g and the input
+side's dx = g @ W_x^T, dW_x += x^T @ g (hoisted: one matmul each over T*B
+rows), with nothing else: no pointwise gate math, no while loop, no loss or Adam
+update. Each step's matmuls wait for the previous step's (an
+``optimization_barrier``), as in the recurrence, so XLA neither merges them nor
+runs them side by side; T steps run as T / K calls of a K-step unrolled chunk
+(K the largest divisor of T up to 50). matmul share = matmul seconds / step
+seconds in the same round (median over rounds); 1 minus it is everything else:
+pointwise work, the while loop and memory traffic ("loop overhead").
+
+``--one_process`` keeps the older measurement: rnnlab and Flax (both JAX
+programs on the same runtime) built in this one process and timed call by call
+in alternation, pair i running rnnlab then Flax for even i and Flax then rnnlab
+for odd i; each pair gives one ratio t_flax / t_rnnlab, and the table shows the
+median ratio and its interquartile range over the pairs. A point is "behind
+beyond noise" only if even the upper quartile of its ratios is below 1. Its grid
+is ``speed.py``'s default grid (the one its results in benchmarks/README.md
+were measured on).
+
+Bad flags (an unknown cell, mode or framework, a number below 1, torch named
+but not installed) end the program with one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import select
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks import harness, speed, worker
 
-PEER = "flax"
+PEER = "flax"  # --one_process compares rnnlab with this peer only
+FRAMEWORKS = ("rnnlab", "flax", "torch")
+# The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
+# speed.py's default grid.
+GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
+# Flags of one mode only: None unless given, so that the other mode can refuse them.
+SEPARATE_DEFAULTS = dict(frameworks=",".join(FRAMEWORKS), rounds=6, steps_per_round=4,
+                         timeout=1800)
+ONE_PROCESS_DEFAULTS = dict(pairs=20)
+PAUSE_S = 0.1  # before each turn: the previous worker's threads stop spinning
+OUT = os.path.join(tempfile.gettempdir(), "rnnlab_paired", "paired.json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--one_process", action="store_true",
+                 help="the older view: rnnlab and Flax in this one process, calls alternated")
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
+  p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch; "
+                 f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
-  p.add_argument("--batch")
-  p.add_argument("--length")
-  p.add_argument("--hidden")
-  p.add_argument("--pairs", type=int, default=20, help="timed (rnnlab, flax) pairs per case")
-  p.add_argument("--warmup", type=int, default=2, help="untimed calls of each before timing")
-  p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-  p.add_argument("--device", default="cpu", choices=tuple(worker.JAX_PLATFORMS))
+  p.add_argument("--batch", help="comma list of B")
+  p.add_argument("--length", help="comma list of T")
+  p.add_argument("--hidden", help="comma list of H (the input size D equals H)")
+  p.add_argument("--rounds", type=int, help="rounds per point and mode, frameworks' order "
+                 f"rotated each round (default {SEPARATE_DEFAULTS['rounds']})")
+  p.add_argument("--steps_per_round", type=int, help="timed steps per framework and round "
+                 f"(default {SEPARATE_DEFAULTS['steps_per_round']})")
+  p.add_argument("--timeout", type=int, help="seconds a worker may take to answer one "
+                 f"command: a build or a turn (default {SEPARATE_DEFAULTS['timeout']})")
+  p.add_argument("--pairs", type=int, help="--one_process: timed (rnnlab, flax) pairs per "
+                 f"case (default {ONE_PROCESS_DEFAULTS['pairs']})")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps of each before timing")
+  p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                 help="cores for every framework (default: all this process may use)")
+  p.add_argument("--device", default="cpu", choices=tuple(worker.JAX_PLATFORMS),
+                 help="cpu, or gpu: JAX on its GPU and torch on cuda")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", help="also write the rows to this JSON file")
-  args = p.parse_args(argv)
-  grid = speed.GRIDS["quick" if args.quick else "default"]
+  p.add_argument("--out", default=OUT, help="results as JSON (the separate-process mode also "
+                 "writes the rows as CSV next to it)")
+  return _resolve(p.parse_args(argv))
+
+
+def _resolve(args):
+  """Fills the mode's defaults, turns comma lists into tuples and validates everything."""
+  own, other = ((ONE_PROCESS_DEFAULTS, SEPARATE_DEFAULTS) if args.one_process
+                else (SEPARATE_DEFAULTS, ONE_PROCESS_DEFAULTS))
+  for name in other:
+    if getattr(args, name) is not None:
+      raise ValueError(f"--{name} " + ("does not apply to --one_process (rnnlab and flax, "
+                                       "timed in pairs)." if args.one_process else
+                                       "applies to --one_process only."))
+  for name, value in own.items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  grid = (speed.GRIDS["quick"] if args.quick else
+          speed.GRIDS["default"] if args.one_process else GRID)
   for name in ("batch", "length", "hidden"):
     value = getattr(args, name)
     setattr(args, name, grid[name] if value is None else speed._list(value, int))
   args.cells = speed._list(args.cells, str, speed.CELLS)
   args.modes = speed._list(args.modes, str, harness.MODES)
-  if args.pairs < 1:
-    raise ValueError(f"--pairs must be a positive integer, got {args.pairs}.")
+  if args.one_process:
+    speed._check_positive(args, "pairs")
+  else:
+    args.frameworks = speed._list(args.frameworks, str, FRAMEWORKS)
+    if len(set(args.frameworks)) < len(args.frameworks):
+      raise ValueError(f"--frameworks names a framework twice: {','.join(args.frameworks)!r}.")
+    if speed.REFERENCE not in args.frameworks or len(args.frameworks) < 2:
+      raise ValueError(f"--frameworks must name {speed.REFERENCE} and at least one peer "
+                       f"(flax, torch), got {','.join(args.frameworks)!r}.")
+    if "torch" in args.frameworks and importlib.util.find_spec("torch") is None:
+      raise ValueError("--frameworks names torch, but torch is not installed here "
+                       "(pip install -e '.[torch]'); or leave it out: --frameworks "
+                       "rnnlab,flax.")
+    speed._check_positive(args, "rounds", "steps_per_round", "timeout")
   speed.check_threads(args.threads)
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
+  args.torch_device = speed.TORCH_DEVICE[args.device]
   return args
 
+
+# --- separate processes, turns in rotated rounds ---------------------------------------
+
+class WorkerError(RuntimeError):
+  """A worker died or did not answer within --timeout."""
+
+
+class Server:
+  """One framework's long-lived worker (``worker.py --serve``) and its pipes.
+
+  ``ask`` sends one command and returns the worker's one-line reply; meanwhile
+  this process sleeps in ``select``. The worker's stderr goes to a temporary file
+  (a pipe nobody reads could fill up and stall it) and is quoted when it dies.
+  """
+
+  def __init__(self, framework: str, args):
+    self.framework, self.timeout = framework, args.timeout
+    self.profile = framework == speed.REFERENCE
+    spec = {"framework": framework, "threads": args.threads, "device": args.device,
+            "torch_device": args.torch_device, "modes": list(args.modes),
+            "warmup": args.warmup, "seed": args.seed, "profile": self.profile}
+    self._stderr = tempfile.TemporaryFile()
+    self._proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.worker", "--serve", json.dumps(spec)],
+        cwd=speed.REPO_ROOT, env=speed.worker_env(), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+    self._buffer = b""
+
+  @property
+  def alive(self) -> bool:
+    return self._proc.poll() is None
+
+  def ask(self, **command) -> dict:
+    """Sends ``command``; the reply, or WorkerError if the worker dies or is too slow."""
+    try:
+      self._proc.stdin.write((json.dumps(command) + "\n").encode())
+    except BrokenPipeError:
+      raise WorkerError(self._exited()) from None
+    deadline = time.monotonic() + self.timeout
+    while True:
+      while b"\n" in self._buffer:
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        text = line.decode(errors="replace")
+        if text.startswith(worker.ROW_PREFIX):
+          return json.loads(text[len(worker.ROW_PREFIX):])
+      left = deadline - time.monotonic()
+      if left <= 0 or not select.select([self._proc.stdout], [], [], left)[0]:
+        self._proc.kill()
+        self._proc.wait()
+        raise WorkerError(f"{self.framework} worker gave no answer to {command} within "
+                          f"{self.timeout} s (--timeout)")
+      chunk = os.read(self._proc.stdout.fileno(), 1 << 16)
+      if not chunk:
+        raise WorkerError(self._exited())
+      self._buffer += chunk
+
+  def _exited(self) -> str:
+    code = self._proc.wait()
+    self._stderr.seek(0)
+    return (f"{self.framework} worker exited with code {code}: "
+            f"{self._stderr.read().decode(errors='replace')[-2000:]}")
+
+  def close(self) -> None:
+    """Asks the worker to quit; kills it if it does not within 30 s."""
+    if self.alive:
+      try:
+        self._proc.stdin.write(b'{"cmd": "quit"}\n')
+        self._proc.wait(timeout=30)
+      except (BrokenPipeError, subprocess.TimeoutExpired):
+        self._proc.kill()
+        self._proc.wait()
+    self._stderr.close()
+
+
+def alternate(frameworks, rounds: int, turn) -> list[dict]:
+  """Round r = 0 .. rounds-1: ``turn(framework, r, position)`` for each framework, one
+  at a time, in the order ``speed.rotated(frameworks, r)``: so every framework runs
+  first, second, ... equally often (given rounds a multiple of their number) and after
+  each peer. A framework whose turn returns an error row sits out the later rounds.
+  Returns the rows in the order they were taken."""
+  rows, failed = [], set()
+  for r in range(rounds):
+    order = [f for f in speed.rotated(frameworks, r) if f not in failed]
+    for position, framework in enumerate(order):
+      row = turn(framework, r, position)
+      rows.append(row)
+      if "error" in row:
+        failed.add(framework)
+  return rows
+
+
+def take_turn(server: Server, base: dict, steps: int) -> dict:
+  """One framework's turn: ``steps`` timed steps of ``base["mode"]`` and, for rnnlab,
+  as many calls of its matmuls alone; one row in ``speed.py``'s format."""
+  time.sleep(PAUSE_S)
+  try:
+    timing = server.ask(cmd="time", mode=base["mode"], steps=steps)
+    if server.profile and "error" not in timing:
+      alone = server.ask(cmd="time", mode=base["mode"], steps=steps, part="matmuls")
+      timing.update({"matmul_" + k: v for k, v in alone.items() if k != "cpu_seconds"})
+  except WorkerError as e:
+    timing = {"error": str(e)}
+  row = {**base, **timing}
+  if "seconds" in row and "error" not in row:
+    tokens = row["batch"] * row["length"]
+    row["tokens_per_s"] = tokens / row["seconds"]
+    row["tokens_per_cpu_s"] = tokens / max(row["cpu_seconds"], 1e-9)
+    if "matmul_seconds" in row:
+      row["matmul_share"] = row["matmul_seconds"] / row["seconds"]
+  return row
+
+
+def _build_info(reply: dict, mode: str) -> dict:
+  """What a row keeps of a worker's build reply: where it ran, what compiling took."""
+  info = {k: reply[k] for k in ("platform", "device_kind", "version", "torch_threads")
+          if k in reply}
+  info["compile_s"] = reply["compile_s"]["step"].get(mode)
+  if "matmuls" in reply["compile_s"]:
+    info["matmul_compile_s"] = reply["compile_s"]["matmuls"].get(mode)
+    info["matmul_flops"] = reply["flops"].get("matmuls", {}).get(mode)
+  return info
+
+
+def measure_point(servers: dict, args, point: dict) -> list[dict]:
+  """Builds ``point`` in every framework's worker, one after another, then runs the
+  rounds of each mode. Returns one row per (framework, mode, round), or per
+  (framework, mode) with the error where a build failed."""
+  built, rows = {}, []
+  for fw in args.frameworks:
+    try:
+      reply = servers[fw].ask(cmd="build", **{k: point[k] for k in
+                                              ("cell", "batch", "length", "hidden")})
+    except WorkerError as e:
+      reply = {"error": str(e)}
+    if "error" in reply:
+      rows += [{"framework": fw, **point, "mode": m, "error": reply["error"]}
+               for m in args.modes]
+    else:
+      built[fw] = reply
+  for mode in args.modes:
+    def turn(fw, r, position, mode=mode):
+      base = {"framework": fw, **point, "mode": mode, "round": r, "position": position,
+              **_build_info(built[fw], mode)}
+      return take_turn(servers[fw], base, args.steps_per_round)
+    rows += alternate([f for f in args.frameworks if f in built], args.rounds, turn)
+  return rows
+
+
+def profile(rows) -> dict[tuple, dict]:
+  """(cell, mode, B, T, H) -> rnnlab's matmul share: median, lowest and highest over
+  rounds of matmul seconds / step seconds (both medians of the round's calls), with the
+  median step and matmul seconds and the matmuls' GFLOP/s."""
+  by_case = {}
+  for r in rows:
+    if r["framework"] == speed.REFERENCE and "matmul_share" in r:
+      by_case.setdefault(speed._case(r), []).append(r)
+  out = {}
+  for case, rs in by_case.items():
+    shares = [r["matmul_share"] for r in rs]
+    matmul_s = statistics.median(r["matmul_seconds"] for r in rs)
+    flops = rs[0].get("matmul_flops")
+    out[case] = {"share": statistics.median(shares), "low": min(shares), "high": max(shares),
+                 "rounds": len(rs), "step_s": statistics.median(r["seconds"] for r in rs),
+                 "matmul_s": matmul_s, "gflops": flops / matmul_s / 1e9 if flops else None}
+  return out
+
+
+def profile_line(case, p) -> str:
+  cell, mode, b, t, h = case
+  speed_text = f", {p['gflops']:.3g} GFLOP/s" if p["gflops"] else ""
+  return (f"PROFILE {cell} {mode} B={b} T={t} H={h}: {speed.REFERENCE} step "
+          f"{p['step_s'] * 1e3:.3g} ms, its matmuls alone {p['matmul_s'] * 1e3:.3g} ms = "
+          f"{p['share']:.0%} of it ({p['low']:.0%}-{p['high']:.0%} over {p['rounds']} rounds"
+          f"{speed_text}); everything else {1 - p['share']:.0%} (pointwise work, while loop, "
+          "memory traffic)")
+
+
+def profile_summary(rows) -> str:
+  """One line per mode: the matmul share's median and range over the points."""
+  lines = []
+  per_point = profile(rows)
+  for mode in harness.MODES:
+    shares = [p["share"] for case, p in per_point.items() if case[1] == mode]
+    if shares:
+      lines.append(f"PROFILE {mode}: matmuls are {statistics.median(shares):.0%} of "
+                   f"{speed.REFERENCE}'s step (median over {len(shares)} point"
+                   f"{'s' if len(shares) > 1 else ''}, range "
+                   f"{min(shares):.0%}-{max(shares):.0%}); the rest is loop overhead")
+  return "\n".join(lines)
+
+
+def point_report(rows, frameworks, head: bool) -> str:
+  """The table lines of one point (with the header if ``head``), then its PROFILE lines."""
+  table = speed.speed_table(rows, frameworks, token_range=True).splitlines()
+  lines = table if head else table[2:]
+  lines += [profile_line(c, p) for c, p in sorted(profile(rows).items())]
+  lines += [f"ERROR {r['framework']} {r['cell']} {r['mode']}: {r['error'][-300:]}"
+            for r in rows if "error" in r]
+  return "\n".join(lines)
+
+
+def run_separate(args, save=None) -> list[dict]:
+  """Every point of the grid, cell by cell; one worker per framework and cell (started
+  again at the next point if it died). ``save(rows)`` after each point."""
+  rows = []
+  for cell in args.cells:
+    servers = {}
+    try:
+      for h in args.hidden:
+        for t in args.length:
+          for b in args.batch:
+            for fw in args.frameworks:
+              if fw not in servers or not servers[fw].alive:
+                if fw in servers:
+                  servers[fw].close()
+                servers[fw] = Server(fw, args)
+            point = {"cell": cell, "batch": b, "length": t, "hidden": h,
+                     "threads": args.threads, "device": args.device}
+            new = measure_point(servers, args, point)
+            print(point_report(new, args.frameworks, head=not rows), flush=True)
+            rows += new
+            if save is not None:
+              save(rows)
+    finally:
+      for server in servers.values():
+        server.close()
+  return rows
+
+
+def main_separate(args, argv) -> list[dict]:
+  meta = speed._meta(args, argv)
+  stem = args.out[:-len(".json")] if args.out.endswith(".json") else args.out
+  print(f"{', '.join(args.frameworks)}: one worker process each, {args.rounds} rounds of "
+        f"{args.steps_per_round} steps per point and mode, order rotated each round; "
+        f"{args.threads} threads, device {args.device} (torch on {args.torch_device}). "
+        f"Tokens/s: median (lowest-highest round); {speed.REFERENCE}/peer = t_peer / "
+        f"t_{speed.REFERENCE} per round, median (lowest-highest); > 1: {speed.REFERENCE} "
+        "is faster.", flush=True)
+  rows = run_separate(args, save=lambda rows: speed.write_results(rows, meta, stem))
+  meta["loadavg_end"] = os.getloadavg()
+  print()
+  print(speed.ratio_summary(rows, args.frameworks))
+  print(profile_summary(rows))
+  paths = speed.write_results(rows, meta, stem)
+  print(f"wrote {paths[0]} and {paths[1]}; load average {meta['loadavg_start']} -> "
+        f"{meta['loadavg_end']}")
+  return rows
+
+
+# --- one process, rnnlab and Flax call by call (--one_process) ------------------------
 
 def _seconds(step) -> float:
   start = time.perf_counter()
@@ -91,7 +438,8 @@ def summarize(mine: list[float], peer: list[float], tokens: int) -> dict:
           "times": mine, "peer_times": peer}
 
 
-def run(args) -> list[dict]:
+def run_one_process(args) -> list[dict]:
+  """The --one_process mode: rnnlab and Flax built in this process, timed in pairs."""
   worker.pin_threads(args.threads, args.device)
   os.environ["JAX_PLATFORMS"] = worker.JAX_PLATFORMS[args.device]
   from benchmarks import jax_models  # pylint: disable=g-import-not-at-top (after pinning)
@@ -135,20 +483,23 @@ def summary(rows) -> str:
           f"< 1) at {len(beyond)}" + (": " + ", ".join(map(name, beyond)) if beyond else ""))
 
 
-def main(argv=None) -> list[dict]:
-  args = speed.parse_or_exit(parse_args, sys.argv[1:] if argv is None else argv,
-                             "benchmarks.paired")
+def main_one_process(args, argv) -> list[dict]:
   print(f"{args.pairs} interleaved pairs per case, {args.threads} threads, device "
         f"{args.device}; ratio = t_{PEER} / t_{speed.REFERENCE} (> 1: "
         f"{speed.REFERENCE} is faster)\n{HEAD}\n{'-' * len(HEAD)}", flush=True)
-  rows = run(args)
+  rows = run_one_process(args)
   print(summary(rows))
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump({"argv": sys.argv[1:] if argv is None else argv, "rows": rows}, f, indent=1)
-    print(f"wrote {args.out}")
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump({"argv": argv, "rows": rows}, f, indent=1)
+  print(f"wrote {args.out}")
   return rows
+
+
+def main(argv=None) -> list[dict]:
+  argv = sys.argv[1:] if argv is None else argv
+  args = speed.parse_or_exit(parse_args, argv, "benchmarks.paired")
+  return (main_one_process if args.one_process else main_separate)(args, argv)
 
 
 if __name__ == "__main__":

@@ -144,9 +144,9 @@ def test_paired_command_runs(tmp_path):
   """The real command in its own process (it pins its threads, as a user's run does)."""
   out = tmp_path / "paired.json"
   done = subprocess.run(
-      [sys.executable, "-m", "benchmarks.paired", "--cells", "rnn", "--batch", "2", "--length",
-       "3", "--hidden", "4", "--pairs", "2", "--warmup", "0", "--threads", "1", "--out",
-       str(out)], cwd=speed.REPO_ROOT, capture_output=True, text=True, timeout=300,
+      [sys.executable, "-m", "benchmarks.paired", "--one_process", "--cells", "rnn", "--batch",
+       "2", "--length", "3", "--hidden", "4", "--pairs", "2", "--warmup", "0", "--threads", "1",
+       "--out", str(out)], cwd=speed.REPO_ROOT, capture_output=True, text=True, timeout=300,
       env={**os.environ, "PYTHONPATH": str(speed.REPO_ROOT)})
   assert done.returncode == 0, done.stderr[-2000:]
   rows = json.loads(out.read_text())["rows"]
@@ -157,7 +157,13 @@ def test_paired_command_runs(tmp_path):
 
 @pytest.mark.parametrize("module, argv, message", [
     ("benchmarks.paired", ["--cells", "lstm,foo"], "unknown ['foo'] in 'lstm,foo'; valid: lstm"),
-    ("benchmarks.paired", ["--pairs", "0"], "--pairs must be a positive integer, got 0."),
+    ("benchmarks.paired", ["--one_process", "--pairs", "0"],
+     "--pairs must be a positive integer, got 0."),
+    ("benchmarks.paired", ["--frameworks", "rnnlab,keras"], "unknown ['keras'] in"),
+    ("benchmarks.paired", ["--modes", "backward"], "unknown ['backward'] in"),
+    ("benchmarks.paired", ["--rounds", "0"], "--rounds must be a positive integer, got 0."),
+    ("benchmarks.paired", ["--steps_per_round", "-1"], "--steps_per_round must be a positive"),
+    ("benchmarks.paired", ["--hidden", "0"], "positive integers"),
     ("benchmarks.speed", ["--threads", "10000"], "--threads must be in [1, "),
 ])
 def test_bad_flag_is_one_line_and_exit_code_2(module, argv, message):
@@ -185,3 +191,174 @@ def test_scaling_benchmark_measures_each_case_in_its_own_process(tmp_path):
   assert rows["run/2"][0]["jax_devices"] == 2 and "2 cpu devices" in rows["run/2"][0]["where"]
   assert "runs split" in rows["group/2"][0]["where"]
   assert "| 2 vmapped runs split | 2 |" in proc.stdout
+
+
+# --- benchmarks.paired, separate processes: rounds, ratios, profile ----------------------
+
+def test_paired_rounds_rotate_the_order_and_drop_a_failed_framework():
+  calls = []
+
+  def turn(fw, r, position):
+    calls.append((r, position, fw))
+    return {"framework": fw, **({"error": "died"} if (fw, r) == ("flax", 1) else {})}
+  rows = paired.alternate(("rnnlab", "flax", "torch"), 4, turn)
+  assert calls == [(0, 0, "rnnlab"), (0, 1, "flax"), (0, 2, "torch"),
+                   (1, 0, "flax"), (1, 1, "torch"), (1, 2, "rnnlab"),
+                   (2, 0, "torch"), (2, 1, "rnnlab"),  # flax failed in round 1: out
+                   (3, 0, "rnnlab"), (3, 1, "torch")]
+  assert len(rows) == len(calls)
+
+
+class _FakeServer:
+  """Answers ``ask`` from a list of replies and records the commands."""
+
+  def __init__(self, replies, profile):
+    self.replies, self.profile, self.commands = list(replies), profile, []
+
+  def ask(self, **command):
+    self.commands.append(command)
+    reply = self.replies.pop(0)
+    if isinstance(reply, Exception):
+      raise reply
+    return reply
+
+
+def test_paired_turn_times_the_step_and_for_rnnlab_its_matmuls(monkeypatch):
+  monkeypatch.setattr(paired, "PAUSE_S", 0)
+  base = {"framework": "rnnlab", "cell": "lstm", "mode": "train", "batch": 4, "length": 5,
+          "hidden": 8, "round": 0, "position": 0}
+  server = _FakeServer([{"seconds": 0.5, "times": [0.4, 0.5, 0.6], "cpu_seconds": 0.25},
+                        {"seconds": 0.2, "times": [0.2, 0.2, 0.3], "cpu_seconds": 0.2}], True)
+  row = paired.take_turn(server, base, steps=3)
+  assert server.commands == [{"cmd": "time", "mode": "train", "steps": 3},
+                             {"cmd": "time", "mode": "train", "steps": 3, "part": "matmuls"}]
+  assert row["tokens_per_s"] == 40.0 and row["tokens_per_cpu_s"] == 80.0
+  assert row["matmul_seconds"] == 0.2 and row["matmul_share"] == pytest.approx(0.4)
+  torch_server = _FakeServer([{"seconds": 0.25, "times": [0.25], "cpu_seconds": 0.25}], False)
+  row = paired.take_turn(torch_server, {**base, "framework": "torch"}, steps=1)
+  assert len(torch_server.commands) == 1 and "matmul_share" not in row
+  assert row["tokens_per_s"] == 80.0
+  dead = paired.take_turn(_FakeServer([paired.WorkerError("gone")], True), base, steps=1)
+  assert dead["error"] == "gone" and "tokens_per_s" not in dead
+
+
+def _paired_rows(seconds, hidden=8, mode="train"):
+  """Rows as the workers give them: {framework: [seconds per round]} at one point."""
+  return [{"framework": fw, "cell": "lstm", "mode": mode, "batch": 2, "length": 5,
+           "hidden": hidden, "round": r, "seconds": s, "tokens_per_s": 1e4 / s}
+          for fw, per_round in seconds.items() for r, s in enumerate(per_round)]
+
+
+def test_paired_ratios_are_taken_within_each_round_and_summarized():
+  # rnnlab/flax per round = t_flax / t_rnnlab = 3, 0.5, 1.25: median 1.25, where the ratio
+  # of the median times would say 1.5; torch is faster than rnnlab in every round.
+  ahead = _paired_rows({"rnnlab": [1.0, 2.0, 4.0], "flax": [3.0, 1.0, 5.0],
+                        "torch": [0.5, 1.0, 2.0]})
+  line = paired.point_report(ahead, ("rnnlab", "flax", "torch"), head=True).splitlines()[2]
+  assert line.split("|")[2].split() == ["1.25", "(0.50-3.00)", "0.50", "(0.50-0.50)"]
+  assert line.split("|")[1].split()[:2] == ["5.0k", "(2.5-10.0)"]  # tokens/s: median (range)
+  behind = _paired_rows({"rnnlab": [2.0] * 3, "flax": [1.0, 1.5, 1.9], "torch": [1.0] * 3},
+                        hidden=16)
+  text = speed.ratio_summary(ahead + behind, ("rnnlab", "flax", "torch"))
+  assert "rnnlab/flax: 2 points, median 1.00, geometric mean 0.97, range 0.75-1.25" in text
+  assert "behind in every one of 3 rounds at 1: lstm train 2 5 16" in text
+  assert "rnnlab/torch: 2 points, median 0.50" in text
+  assert "behind in every one of 3 rounds at 2" in text
+
+
+def test_paired_profile_is_the_matmul_share_of_rnnlabs_step():
+  rows = _paired_rows({"rnnlab": [1.0, 2.0, 4.0], "flax": [1.0] * 3})
+  for row, matmul in zip(rows, (0.3, 1.0, 1.2)):
+    row.update(matmul_seconds=matmul, matmul_share=matmul / row["seconds"], matmul_flops=2e9)
+  (case, p), = paired.profile(rows).items()
+  assert case == ("lstm", "train", 2, 5, 8)
+  assert (p["share"], p["low"], p["high"], p["rounds"]) == (0.3, 0.3, 0.5, 3)
+  assert (p["step_s"], p["matmul_s"], p["gflops"]) == (2.0, 1.0, 2.0)
+  line = paired.profile_line(case, p)
+  assert line.startswith("PROFILE lstm train B=2 T=5 H=8: rnnlab step 2e+03 ms, its matmuls "
+                         "alone 1e+03 ms = 30% of it (30%-50% over 3 rounds, 2 GFLOP/s); "
+                         "everything else 70%")
+  assert "matmuls are 30% of rnnlab's step (median over 1 point, range 30%-30%)" in \
+      paired.profile_summary(rows)
+
+
+@pytest.mark.parametrize("hoist", [False, True])
+def test_matmul_program_does_the_steps_matmuls_and_nothing_more(hoist):
+  """XLA's flop count of the PROFILE program is exactly the matmuls of T steps (2 flops a
+  multiply-add) plus, in training, the adds that accumulate dW per step of a chunk."""
+  b, t, h, d = 2, 6, 4, 3
+  assert [jax_models.profile_chunk(n) for n in (500, 100, 64, 7, 101, 6)] == [50, 50, 32, 7, 1, 6]
+  for cell, gates, modes in (("lstm", 4, ("forward", "train")), ("rnn", 1, ("forward",))):
+    work = jax_models.build_matmuls(cell, b, t, h, d, modes=modes, seed=0, hoist=hoist)
+    g = gates * h
+    forward = t * 2 * b * g * (h + d)
+    adds = (t - 1) * g * (h if hoist else h + d)
+    expected = {"forward": forward, "train": 3 * forward + adds}
+    assert work.flops == {m: expected[m] for m in modes}, cell
+    for step in work.steps.values():
+      step()
+
+
+def test_paired_server_reports_a_dead_or_silent_worker():
+  args = paired.parse_args(["--threads", "1", "--timeout", "60"])
+  broken = paired.Server("nope", args)  # the worker refuses the framework and exits
+  with pytest.raises(paired.WorkerError, match="(?s)nope worker exited with code 1: .*Unknown "
+                                                "framework 'nope'"):
+    broken.ask(cmd="build", cell="rnn", batch=2, length=3, hidden=4)
+  broken.close()
+  silent = paired.Server("rnnlab", args)
+  silent.timeout = 0.01  # far less than importing JAX takes
+  with pytest.raises(paired.WorkerError, match="no answer .* within 0.01 s"):
+    silent.ask(cmd="build", cell="rnn", batch=2, length=3, hidden=4)
+  assert not silent.alive
+  silent.close()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frameworks", "flax,torch"], "--frameworks must name rnnlab and at least one peer"),
+    (["--frameworks", "rnnlab"], "--frameworks must name rnnlab and at least one peer"),
+    (["--frameworks", "rnnlab,flax,rnnlab"], "names a framework twice"),
+    (["--pairs", "5"], "--pairs applies to --one_process only."),
+    (["--one_process", "--rounds", "3"], "--rounds does not apply to --one_process"),
+    (["--one_process", "--frameworks", "rnnlab,flax"], "--frameworks does not apply"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+])
+def test_paired_bad_flags_raise_value_error(argv, message):
+  with pytest.raises(ValueError, match=message):
+    paired.parse_args(argv)
+
+
+def test_paired_refuses_torch_when_it_is_not_installed(monkeypatch):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "torch" else real(name, *a))
+  with pytest.raises(ValueError, match="torch is not installed here"):
+    paired.parse_args([])
+  assert paired.parse_args(["--frameworks", "rnnlab,flax"]).frameworks == ("rnnlab", "flax")
+
+
+def test_paired_command_runs_three_frameworks_in_turns(tmp_path):
+  """The real command: one worker per framework, one at a time, order rotated."""
+  out = tmp_path / "paired.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "benchmarks.paired", "--cells", "rnn", "--batch", "2", "--length",
+       "5", "--hidden", "8", "--rounds", "2", "--steps_per_round", "1", "--warmup", "1",
+       "--threads", "1", "--out", str(out)], cwd=speed.REPO_ROOT, capture_output=True,
+      text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(speed.REPO_ROOT)})
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert not [r for r in rows if "error" in r]
+  for mode in ("train", "forward"):
+    order = [(r["round"], r["position"], r["framework"]) for r in rows if r["mode"] == mode]
+    assert order == [(0, 0, "rnnlab"), (0, 1, "flax"), (0, 2, "torch"),
+                     (1, 0, "flax"), (1, 1, "torch"), (1, 2, "rnnlab")]
+  spans = sorted((r["wall_start"], r.get("matmul_wall_end", r["wall_end"])) for r in rows)
+  assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))  # one at a time
+  ours = [r for r in rows if r["framework"] == "rnnlab"]
+  assert all(r["matmul_share"] > 0 and r["matmul_flops"] > 0 for r in ours)
+  assert {r["version"].split()[0] for r in rows} == {"jax", "torch"}
+  assert out.with_suffix(".csv").exists()
+  for text in ("rnnlab/flax: 2 points", "rnnlab/torch: 2 points",
+               "PROFILE rnn train B=2 T=5 H=8: rnnlab step", "PROFILE forward: matmuls are"):
+    assert text in done.stdout, text
