@@ -174,22 +174,27 @@ def profile_chunk(length: int) -> int:
   return max(k for k in range(1, min(length, PROFILE_CHUNK) + 1) if length % k == 0)
 
 
-def _in_order(steps):
-  """Runs ``fn(carry, x) -> (carry, y)`` for each ``(fn, x)`` of ``steps``, unrolled.
+def _in_order(steps) -> dict:
+  """Runs ``fn(sums, x) -> sums`` for each ``(fn, x)`` of ``steps``, unrolled.
 
-  Step i+1's inputs pass one ``optimization_barrier`` together with step i's output
-  and carry. So XLA can neither merge the same-shaped matmuls of different steps into
-  one larger matmul (they share a weight) nor run them side by side, as it could not in
-  the recurrence; and every output stays in use, so none is dropped. The barrier does
-  no work. Returns (last carry, [y of every step]).
+  Step i+1's inputs pass one ``optimization_barrier`` together with the sums after
+  step i. So XLA can neither merge the same-shaped matmuls of different steps into one
+  larger matmul (they share a weight) nor run them side by side, as it could not in the
+  recurrence. The barrier does no work.
   """
-  carry, outs = None, []
-  for fn, x in steps:
-    if outs:
-      (outs[-1], carry), x = jax.lax.optimization_barrier(((outs[-1], carry), x))
-    carry, y = fn(carry, x)
-    outs.append(y)
-  return carry, outs
+  sums = {}
+  for i, (fn, x) in enumerate(steps):
+    if i:
+      sums, x = jax.lax.optimization_barrier((sums, x))
+    sums = fn(sums, x)
+  return sums
+
+
+def _add(sums: dict, **products) -> dict:
+  """Adds each matmul's result into its running sum: one output keeps every step's
+  matmul in use (XLA drops a matmul nobody reads) at B*G*H adds a step, 1/(2H) of the
+  matmul's flops, without T output buffers to allocate and hand back per call."""
+  return {**sums, **{k: v if k not in sums else sums[k] + v for k, v in products.items()}}
 
 
 def matmul_programs(cell, mode, hoist):
@@ -200,9 +205,10 @@ def matmul_programs(cell, mode, hoist):
   - ``chunk(w_x, w_h, xs, hs, gs)``: K = ``profile_chunk(T)`` steps in order, inputs
     lists of K arrays xs (B, D), hs (B, H), gs (B, G*H). Per step, forward: h @ W_h
     ((B, H) x (H, G*H)) and, unhoisted, x @ W_x ((B, D) x (D, G*H)); training adds per
-    step, in a second pass: dh = g @ W_h^T, dW_h += h^T @ g and, unhoisted,
-    dx = g @ W_x^T, dW_x += x^T @ g (the adds into dW are the only other work, as in
-    the recurrence's backward loop).
+    step, in a second pass: dh = g @ W_h^T, dW_h = h^T @ g and, unhoisted,
+    dx = g @ W_x^T, dW_x = x^T @ g. Each result is added into a running sum over the
+    steps (``_add``; dW_h and dW_x are such sums in the recurrence's backward loop too);
+    the sums are the outputs.
   - ``hoisted(w_x, xs, gs)`` (None unless ``hoist``): the input projection of all T
     steps as one (T*B, D) x (D, G*H) matmul; training adds dxs = gs @ W_x^T and
     dW_x = xs^T @ gs, each one matmul over all T*B rows.
@@ -211,15 +217,15 @@ def matmul_programs(cell, mode, hoist):
   """
   gates = cells.get_cell(cell).num_gates
 
-  def forward(carry, inp):
+  def forward(sums, inp):
     h, x, w_h, w_x = inp
-    return carry, (h @ w_h,) if hoist else (h @ w_h, x @ w_x)
+    sums = _add(sums, h_w_h=h @ w_h)
+    return sums if hoist else _add(sums, x_w_x=x @ w_x)
 
-  def backward(acc, inp):
+  def backward(sums, inp):
     g, h, x, w_h, w_x = inp
-    grads = (h.T @ g,) if hoist else (h.T @ g, x.T @ g)
-    acc = grads if acc is None else tuple(a + d for a, d in zip(acc, grads))
-    return acc, (g @ w_h.T,) if hoist else (g @ w_h.T, g @ w_x.T)
+    sums = _add(sums, dh=g @ w_h.T, dw_h=h.T @ g)
+    return sums if hoist else _add(sums, dx=g @ w_x.T, dw_x=x.T @ g)
 
   def chunk(w_x, w_h, xs, hs, gs):
     steps = [(forward, (h, x, w_h, w_x)) for h, x in zip(hs, xs)]

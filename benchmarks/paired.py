@@ -35,15 +35,19 @@ matmuls alone, with the step's shapes (``jax_models.build_matmuls``): with G the
 cell's gates (lstm 4, gru 3, rnn 1), W_h (H, G*H), W_x (D, G*H), per time step
 h @ W_h ((B, H) x (H, G*H)) and the input projection x @ W_x ((B, D) x (D, G*H);
 where ``engine.scan`` hoists it, off the CPU, one (T*B, D) x (D, G*H) matmul
-instead), and for training also dh = g @ W_h^T, dW_h += h^T @ g and the input
-side's dx = g @ W_x^T, dW_x += x^T @ g (hoisted: one matmul each over T*B
-rows), with nothing else: no pointwise gate math, no while loop, no loss or Adam
+instead), and for training also dh = g @ W_h^T, dW_h = h^T @ g and the input
+side's dx = g @ W_x^T, dW_x = x^T @ g (hoisted: one matmul each over T*B rows).
+Each per-step result is added into a running sum over the steps (which keeps
+every matmul in use with one output each, at 1/(2H) of the matmul's flops);
+nothing else is done: no gate nonlinearities, no while loop, no loss or Adam
 update. Each step's matmuls wait for the previous step's (an
 ``optimization_barrier``), as in the recurrence, so XLA neither merges them nor
 runs them side by side; T steps run as T / K calls of a K-step unrolled chunk
 (K the largest divisor of T up to 50). matmul share = matmul seconds / step
 seconds in the same round (median over rounds); 1 minus it is everything else:
-pointwise work, the while loop and memory traffic ("loop overhead").
+pointwise work, the while loop and memory traffic ("loop overhead"). Where the
+matmuls are small (B=16, H=64 on a CPU) both programs are mostly the fixed cost
+of one XLA operation per matmul, and the share can come out near or above 100%.
 
 ``--one_process`` keeps the older measurement: rnnlab and Flax (both JAX
 programs on the same runtime) built in this one process and timed call by call

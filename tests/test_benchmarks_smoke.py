@@ -285,15 +285,16 @@ def test_paired_profile_is_the_matmul_share_of_rnnlabs_step():
 @pytest.mark.parametrize("hoist", [False, True])
 def test_matmul_program_does_the_steps_matmuls_and_nothing_more(hoist):
   """XLA's flop count of the PROFILE program is exactly the matmuls of T steps (2 flops a
-  multiply-add) plus, in training, the adds that accumulate dW per step of a chunk."""
+  multiply-add) plus the adds into each matmul's running sum over a chunk's steps."""
   b, t, h, d = 2, 6, 4, 3
   assert [jax_models.profile_chunk(n) for n in (500, 100, 64, 7, 101, 6)] == [50, 50, 32, 7, 1, 6]
   for cell, gates, modes in (("lstm", 4, ("forward", "train")), ("rnn", 1, ("forward",))):
     work = jax_models.build_matmuls(cell, b, t, h, d, modes=modes, seed=0, hoist=hoist)
     g = gates * h
-    forward = t * 2 * b * g * (h + d)
-    adds = (t - 1) * g * (h if hoist else h + d)
-    expected = {"forward": forward, "train": 3 * forward + adds}
+    matmuls = t * 2 * b * g * (h + d)  # forward: h @ W_h and x @ W_x at every step
+    adds = (t - 1) * b * g * (1 if hoist else 2)  # hoisted: x @ W_x is one matmul, no sum
+    backward_adds = (t - 1) * (b * h + h * g + (0 if hoist else b * d + d * g))
+    expected = {"forward": matmuls + adds, "train": 3 * matmuls + adds + backward_adds}
     assert work.flops == {m: expected[m] for m in modes}, cell
     for step in work.steps.values():
       step()
