@@ -331,10 +331,10 @@ def profile_line(case, p) -> str:
   cell, mode, b, t, h = case
   speed_text = f", {p['gflops']:.3g} GFLOP/s" if p["gflops"] else ""
   return (f"PROFILE {cell} {mode} B={b} T={t} H={h}: {speed.REFERENCE} step "
-          f"{p['step_s'] * 1e3:.3g} ms, its matmuls alone {p['matmul_s'] * 1e3:.3g} ms = "
-          f"{p['share']:.0%} of it ({p['low']:.0%}-{p['high']:.0%} over {p['rounds']} rounds"
-          f"{speed_text}); everything else {1 - p['share']:.0%} (pointwise work, while loop, "
-          "memory traffic)")
+          f"{p['step_s'] * 1e3:.3g} ms, its matmuls alone {p['matmul_s'] * 1e3:.3g} ms "
+          f"(medians over {p['rounds']} rounds{speed_text}); matmul share of the step, per "
+          f"round: {p['share']:.0%} ({p['low']:.0%}-{p['high']:.0%}); everything else "
+          f"{1 - p['share']:.0%} (pointwise work, while loop, memory traffic)")
 
 
 def profile_summary(rows) -> str:

@@ -276,8 +276,8 @@ def test_paired_profile_is_the_matmul_share_of_rnnlabs_step():
   assert (p["step_s"], p["matmul_s"], p["gflops"]) == (2.0, 1.0, 2.0)
   line = paired.profile_line(case, p)
   assert line.startswith("PROFILE lstm train B=2 T=5 H=8: rnnlab step 2e+03 ms, its matmuls "
-                         "alone 1e+03 ms = 30% of it (30%-50% over 3 rounds, 2 GFLOP/s); "
-                         "everything else 70%")
+                         "alone 1e+03 ms (medians over 3 rounds, 2 GFLOP/s); matmul share of "
+                         "the step, per round: 30% (30%-50%); everything else 70%")
   assert "matmuls are 30% of rnnlab's step (median over 1 point, range 30%-30%)" in \
       paired.profile_summary(rows)
 
