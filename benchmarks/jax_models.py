@@ -26,19 +26,25 @@ from rnnlab import engine
 FLAX_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
 
 
-def rnnlab_model(cell: str, hidden: int, *, remat: bool = False, parallel=None):
+def rnnlab_model(cell: str, hidden: int, *, remat: bool = False, parallel=None, fused=None):
   """rnnlab's real code path, a one-layer ``engine.apply_stack``: (init, apply).
 
   init(key, xs) -> params; apply(params, xs (B, T, D)) -> ys (B, T, H). ``parallel``
   is ``engine.scan``'s (for the linear cells: associative scan, sequential pass, or
-  None, by backend).
+  None, by backend), and so is ``fused`` (the fused backward pass).
   """
   stack = engine.make_stack(cell, hidden)
   engine.resolve_parallel(cell, parallel)
+  engine.resolve_fused(cell, fused)
   init = lambda key, xs: engine.init_stack(key, stack, xs.shape[-1])
   apply = lambda params, xs: engine.apply_stack(stack, params, xs, remat=remat,
-                                                parallel=parallel)[1]
+                                                parallel=parallel, fused=fused)[1]
   return init, apply
+
+
+def _fused(cell: str, hidden: int, *, remat: bool = False):
+  """rnnlab with the fused backward pass forced on (``engine.scan(fused=True)``)."""
+  return rnnlab_model(cell, hidden, remat=remat, fused=True)
 
 
 def _linear_form(parallel: bool):
@@ -59,7 +65,7 @@ def flax_model(cell: str, hidden: int, *, remat: bool = False):
 
 
 MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form(True),
-          "rnnlab_seq": _linear_form(False), **experiments.MODELS}
+          "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused, **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

@@ -79,6 +79,8 @@ from benchmarks import harness, speed, worker
 
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
+# Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
+VARIANTS = ("rnnlab_fused",)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -95,7 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--one_process", action="store_true",
                  help="the older view: rnnlab and Flax in this one process, calls alternated")
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
-  p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch; "
+  p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
+                 "rnnlab_fused (the fused backward pass forced on); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -143,7 +146,7 @@ def _resolve(args):
   if args.one_process:
     speed._check_positive(args, "pairs")
   else:
-    args.frameworks = speed._list(args.frameworks, str, FRAMEWORKS)
+    args.frameworks = speed._list(args.frameworks, str, FRAMEWORKS + VARIANTS)
     if len(set(args.frameworks)) < len(args.frameworks):
       raise ValueError(f"--frameworks names a framework twice: {','.join(args.frameworks)!r}.")
     if speed.REFERENCE not in args.frameworks or len(args.frameworks) < 2:

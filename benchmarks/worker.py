@@ -35,6 +35,8 @@ BACKENDS = {
     # the linear cells (lru, mingru, minlstm) with their form forced (engine.scan's parallel)
     "rnnlab_par": "benchmarks.jax_models",
     "rnnlab_seq": "benchmarks.jax_models",
+    # the fused backward pass forced on (engine.scan(fused=True))
+    "rnnlab_fused": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",

@@ -171,6 +171,127 @@ def _linear_scan(cell, params, xs, carry, mask, reverse, parallel, unroll, retur
   return final, back(ys)
 
 
+def fused_applies(cell) -> bool:
+  """Whether ``cell`` has the fused backward pass (its step is one recurrent matmul and a
+  ``pointwise`` part: ``cells.Cell.pointwise``)."""
+  return cells_lib.get_cell(cell).pointwise is not None
+
+
+def resolve_fused(cell, fused, *, zoneout=None, recurrent_mask=None) -> bool:
+  """Whether ``scan`` differentiates ``cell`` with the fused backward pass.
+
+  ``fused=None`` picks it where it applies and the options allow it (no zoneout, no
+  recurrent dropout; benchmarks/README.md measures where it pays); True forces it (an error
+  where it cannot run), False keeps autodiff of the scan."""
+  if fused not in (None, True, False):
+    raise ValueError(f"fused must be None (where it applies), True or False; got {fused!r}.")
+  cell = cells_lib.get_cell(cell)
+  blockers = []
+  if not fused_applies(cell):
+    valid = [n for n in cells_lib.names() if fused_applies(n)]
+    blockers.append(f"cell {cell.name!r} is not one recurrent matmul plus a pointwise part "
+                    f"(cells with a fused backward pass: {', '.join(valid)})")
+  if zoneout is not None:
+    blockers.append("zoneout is on")
+  if recurrent_mask is not None:
+    blockers.append("recurrent dropout is on")
+  if fused and blockers:
+    raise ValueError(f"fused=True cannot run here: {'; '.join(blockers)}. Leave fused None "
+                     "or False.")
+  if blockers:
+    return False
+  return FUSED_DEFAULT if fused is None else fused
+
+
+# What ``fused=None`` means where the fused pass applies (benchmarks/README.md, "Fused
+# backward pass").
+FUSED_DEFAULT = False
+
+
+def _fused_scan(cell, params, xs, carry, mask, perturbation, reverse, unroll, remat,
+                return_carries, hoist):
+  """The recurrence of a ``pointwise`` cell over time-major inputs ``xs`` (T, B, D), its
+  weight gradients taken out of the time loop, as cuDNN and haste do it.
+
+  Autodiff of a scan accumulates dw_h (and, with the projection inside the step, dw_x) one
+  step at a time inside the backward loop: one (H, B) x (B, G*H) matmul per weight and step.
+  Here the backward loop is autodiff of the same scan with the weights held constant, so
+  that per step it does only the pointwise VJP (from the activations autodiff saved) and
+  ``dh_{t-1} = dhp_t @ w_h^T``; two zero inputs added to the step's projected input and to
+  ``hp = hidden(carry) @ w_h`` give dxp_t and dhp_t for every step. After the loop, dw_h is
+  one matmul over all T*B rows, and dw_x, db and dx one VJP of the projection over all steps.
+  The projection runs inside the step or, with ``hoist``, before the loop, as in ``scan``.
+
+  Returns (final carry, ys (T, B, H)[, carries (T, ...)]), time-major.
+  """
+  hidden, with_hidden = cell.hidden, cell.with_hidden
+  tmap = jax.tree.map
+  # What the projection reads; the pointwise part gets every other parameter but w_h.
+  proj_keys = ("w_x",) if cell.project_fn is not None else ("w_x", "b")
+  pw_keys = tuple(sorted(k for k in params if k not in {"w_h", *proj_keys}))
+  unroll = resolve_unroll(unroll)
+  rows = lambda a: a.reshape(-1, a.shape[-1])
+
+  project = cell.project  # reads only proj_keys
+
+  def loop(pw, proj, w_h, carry, xs, m, dh, z_x, z_h, keep_prev):
+    """The forward scan; z_x, z_h: None or zeros (T, B, G*H) added to xp and hp."""
+    inputs = {"xp": project(proj, xs)} if hoist else {"x": xs}
+    for name, value in (("m", m), ("dh", dh), ("z_x", z_x), ("z_h", z_h)):
+      if value is not None:
+        inputs[name] = value
+
+    def body(c, inp):
+      xp = inp["xp"] if hoist else project(proj, inp["x"])
+      hp = hidden(c) @ w_h
+      if "z_x" in inp:
+        xp, hp = xp + inp["z_x"], hp + inp["z_h"]
+      new, y = cell.pointwise(pw, c, xp, hp)
+      if "dh" in inp:
+        new = with_hidden(new, hidden(new) + inp["dh"])
+        y = cell.output(pw, new, xp)
+      if "m" in inp:
+        new = tmap(lambda n, o: jnp.where(inp["m"], n, o), new, c)
+        y = jnp.where(inp["m"], y, jnp.zeros_like(y))
+      out = {"y": y}
+      if return_carries:
+        out["carry"] = new
+      if keep_prev:
+        out["h_prev"] = hidden(c)
+      return new, out
+
+    if remat:
+      body = jax.checkpoint(body)
+    final, out = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+    return (final, out["y"], out.get("carry")), out.get("h_prev")
+
+  @jax.custom_vjp
+  def run(pw, proj, w_h, carry, xs, m, dh):
+    return loop(pw, proj, w_h, carry, xs, m, dh, None, None, keep_prev=False)[0]
+
+  def run_fwd(pw, proj, w_h, carry, xs, m, dh):
+    gates = w_h.shape[-1]
+    zeros = jnp.zeros((*xs.shape[:-1], gates), xs.dtype)
+    # Differentiable in the carry, the pointwise parameters, the perturbation and the two
+    # zero inputs; the weights of both matmuls are constants of this VJP.
+    outs, vjp_loop, h_prev = jax.vjp(
+        lambda pw, c, dh, z_x, z_h: loop(pw, proj, w_h, c, xs, m, dh, z_x, z_h, keep_prev=True),
+        pw, carry, dh, zeros, zeros, has_aux=True)
+    return outs, (vjp_loop, h_prev, proj, w_h, xs)
+
+  def run_bwd(res, cts):
+    vjp_loop, h_prev, proj, w_h, xs = res
+    d_pw, d_carry, d_dh, d_xp, d_hp = vjp_loop(cts)
+    d_w_h = rows(h_prev).T @ rows(d_hp)  # one matmul over all T*B rows
+    _, project_vjp = jax.vjp(project, proj, xs)
+    d_proj, d_xs = project_vjp(d_xp)     # dw_x, db and dx: one matmul each
+    return d_pw, d_proj, d_w_h, d_carry, d_xs, None, d_dh  # None: the (boolean) mask's
+
+  run.defvjp(run_fwd, run_bwd)
+  pick = lambda keys: {k: params[k] for k in keys}
+  return run(pick(pw_keys), pick(proj_keys), params["w_h"], carry, xs, mask, perturbation)
+
+
 def _check_dtypes(xs, params, carry):
   """The step computes in the promoted dtype of inputs and parameters; a carry of another
   dtype would change type through time, which lax.scan refuses with a raw error."""
@@ -188,7 +309,7 @@ def _check_dtypes(xs, params, carry):
 
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
          remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None,
-         recurrent_mask=None, zoneout=None):
+         recurrent_mask=None, zoneout=None, fused=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -256,8 +377,21 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
                      "recurrence (its state update is already a learned interpolation).")
   linear = resolve_parallel(cell, parallel)
   if linear is not None:
+    if fused:
+      resolve_fused(cell, fused)  # the error naming the cells that have it
     return _linear_scan(cell, params, xs, carry, mask, reverse, linear, unroll, return_carries,
                         perturbation, batch_shape)
+  if resolve_fused(cell, fused, zoneout=zoneout, recurrent_mask=recurrent_mask):
+    tm = lambda a: to_time_major(a, batch_shape)
+    final, ys, carries = _fused_scan(
+        cell, params, tm(xs), carry, None if mask is None else tm(mask)[..., None],
+        None if perturbation is None else tm(perturbation), reverse, unroll, remat,
+        return_carries, jax.default_backend() != "cpu" if hoist is None else hoist)
+    final = jax.tree.map(lambda a: a.reshape(*batch_shape, *a.shape[1:]), final)
+    if return_carries:
+      carries = jax.tree.map(lambda a: _from_time_major(a, batch_shape), carries)
+      return final, _from_time_major(ys, batch_shape), carries
+    return final, _from_time_major(ys, batch_shape)
 
   if hoist is None:
     hoist = jax.default_backend() != "cpu"
@@ -377,7 +511,7 @@ def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
 
 def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
                 reverse=False, unroll=None, remat=False, return_carries=False,
-                perturbations=None, hoist=None, parallel=None):
+                perturbations=None, hoist=None, parallel=None, fused=None):
   """Runs the stacked network.
 
   Args:
@@ -386,7 +520,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     carries: initial carries, structure of ``init_carries``; zeros if None.
     reverse: reverse the direction of every layer (the "bwd" direction of a
       bidirectional layer then runs forward).
-    hoist, parallel: as in ``scan``.
+    hoist, parallel, fused: as in ``scan``.
     perturbations: optional list over layers of {direction: (*batch, T, H)}
       (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
     unroll, remat, return_carries: as in ``scan``.
@@ -408,6 +542,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
                  carry=None if carries is None else carries[i][d],
                  mask=valid, reverse=reverse ^ (d == "bwd"), unroll=unroll,
                  remat=remat, return_carries=return_carries, hoist=hoist, parallel=parallel,
+                 fused=fused,
                  perturbation=None if perturbations is None else perturbations[i][d])
       layer_final[d] = out[0]
       outs.append(out[1])
