@@ -292,6 +292,82 @@ def _fused_scan(cell, params, xs, carry, mask, perturbation, reverse, unroll, re
   return run(pick(pw_keys), pick(proj_keys), params["w_h"], carry, xs, mask, perturbation)
 
 
+# What ``cudnn=None`` means where cuDNN applies: off until the cuDNN path has been checked
+# equal to the scan path and timed on a GPU (benchmarks/gpu_check.py does both).
+CUDNN_DEFAULT = False
+
+
+def resolve_cudnn(cell, cudnn, params, xs, *, mask=None, perturbation=None,
+                  return_carries=False, recurrent_mask=None, zoneout=None, fused=None) -> bool:
+  """Whether ``scan`` runs ``cell`` as cuDNN's fused LSTM (``jax.experimental.rnn.lstm``).
+
+  It applies to the plain ``lstm`` (no peepholes) in float32 on a CUDA GPU, over
+  right-padded ``lengths`` or none, forward or reverse, from any initial carry; not with a
+  ``mask`` (holes), a perturbation, per-step carries, recurrent dropout, zoneout or
+  ``fused=True``. ``cudnn=None``: ``CUDNN_DEFAULT`` where it applies, else the scan; True
+  forces it (an error saying why where it cannot run); False never."""
+  if cudnn not in (None, True, False):
+    raise ValueError(f"cudnn must be None (where it applies), True or False; got {cudnn!r}.")
+  if cudnn is False:
+    return False
+  cell = cells_lib.get_cell(cell)
+  blockers = []
+  if cell.name != "lstm" or any(k.startswith("p_") for k in params):
+    blockers.append(f"cuDNN runs the plain lstm without peepholes, not {cell.name!r}"
+                    + (" with peepholes" if cell.name == "lstm" else ""))
+  if jnp.result_type(xs.dtype, *(p.dtype for p in jax.tree.leaves(params))) != jnp.float32:
+    blockers.append(f"it runs float32 only, not {xs.dtype}")
+  for given, what in ((mask is not None, "a mask (give lengths: right-padded sequences)"),
+                      (perturbation is not None, "a perturbation"),
+                      (return_carries, "return_carries"),
+                      (recurrent_mask is not None, "recurrent dropout"),
+                      (zoneout is not None, "zoneout"), (bool(fused), "fused=True")):
+    if given:
+      blockers.append(f"it does not take {what}")
+  if jax.default_backend() != "gpu":
+    blockers.append(f"it needs a CUDA GPU (the backend is {jax.default_backend()})")
+  if cudnn and blockers:
+    raise ValueError(f"cudnn=True cannot run here: {'; '.join(blockers)}. Leave cudnn None or "
+                     "False.")
+  return CUDNN_DEFAULT and not blockers if cudnn is None else True
+
+
+def pack_cudnn_lstm(params) -> jax.Array:
+  """rnnlab's ``lstm`` parameters as cuDNN's flat weights (``jax.experimental.rnn``'s layout
+  for one layer and direction: W_ih (4H, D), W_hh (4H, H), b_ih, b_hh). The gate order (i,
+  f, g, o) is the same; rnnlab's one bias goes to b_ih and b_hh is zero."""
+  b = params["b"]
+  return jnp.concatenate([params["w_x"].T.ravel(), params["w_h"].T.ravel(), b,
+                          jnp.zeros_like(b)])
+
+
+def flip_within_lengths(a, lengths):
+  """(B, T, ...) with each sequence's first ``lengths[b]`` steps reversed, the padding kept."""
+  t = jnp.arange(a.shape[1])
+  idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+  return jnp.take_along_axis(a, idx.reshape(*idx.shape, *([1] * (a.ndim - 2))), axis=1)
+
+
+def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
+  """``scan`` of the plain lstm over (B, T, D) through cuDNN. ``lstm``: the function with
+  ``jax.experimental.rnn.lstm``'s signature (tests pass its reference implementation)."""
+  if lstm is None:
+    from jax.experimental import rnn as jax_rnn  # pylint: disable=g-import-not-at-top
+    lstm = jax_rnn.lstm
+  batch, seq_len, d = xs.shape
+  h_size = params["w_h"].shape[0]
+  seq = (jnp.full((batch,), seq_len) if lengths is None else lengths).astype(jnp.int32)
+  x = flip_within_lengths(xs, seq) if reverse else xs
+  c0, h0 = carry
+  y, h_n, c_n = lstm(x, h0[None], c0[None], pack_cudnn_lstm(params), seq, input_size=d,
+                     hidden_size=h_size, num_layers=1, dropout=0.0, bidirectional=False)
+  if reverse:
+    y = flip_within_lengths(y, seq)
+  if lengths is not None:  # outputs zero past each sequence's end, as the scan's
+    y = jnp.where((jnp.arange(seq_len) < seq[:, None])[..., None], y, jnp.zeros_like(y))
+  return (c_n[0], h_n[0]), y
+
+
 def _check_dtypes(xs, params, carry):
   """The step computes in the promoted dtype of inputs and parameters; a carry of another
   dtype would change type through time, which lax.scan refuses with a raw error."""
@@ -309,7 +385,7 @@ def _check_dtypes(xs, params, carry):
 
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
          remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None,
-         recurrent_mask=None, zoneout=None, fused=None):
+         recurrent_mask=None, zoneout=None, fused=None, cudnn=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -375,6 +451,14 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if zoneout is not None and cell.linear is not None:
     raise ValueError(f"zoneout applies to the classic cells; {cell.name!r} is a linear "
                      "recurrence (its state update is already a learned interpolation).")
+  if resolve_cudnn(cell, cudnn, params, xs, mask=mask if lengths is None else None,
+                   perturbation=perturbation, return_carries=return_carries,
+                   recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused):
+    rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
+    final, ys = _cudnn_lstm(params, rows(xs), carry,
+                            None if lengths is None else rows(jnp.asarray(lengths)), reverse)
+    unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
+    return jax.tree.map(unflat, final), unflat(ys)
   linear = resolve_parallel(cell, parallel)
   if linear is not None:
     if fused:
@@ -511,7 +595,7 @@ def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
 
 def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
                 reverse=False, unroll=None, remat=False, return_carries=False,
-                perturbations=None, hoist=None, parallel=None, fused=None):
+                perturbations=None, hoist=None, parallel=None, fused=None, cudnn=None):
   """Runs the stacked network.
 
   Args:
@@ -520,7 +604,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     carries: initial carries, structure of ``init_carries``; zeros if None.
     reverse: reverse the direction of every layer (the "bwd" direction of a
       bidirectional layer then runs forward).
-    hoist, parallel, fused: as in ``scan``.
+    hoist, parallel, fused, cudnn: as in ``scan``.
     perturbations: optional list over layers of {direction: (*batch, T, H)}
       (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
     unroll, remat, return_carries: as in ``scan``.
@@ -540,9 +624,11 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     for d in stack.directions:
       out = scan(stack.cell, layer[d], h,
                  carry=None if carries is None else carries[i][d],
-                 mask=valid, reverse=reverse ^ (d == "bwd"), unroll=unroll,
+                 # lengths as lengths (cuDNN takes them, not a mask)
+                 **({"lengths": lengths} if lengths is not None else {"mask": valid}),
+                 reverse=reverse ^ (d == "bwd"), unroll=unroll,
                  remat=remat, return_carries=return_carries, hoist=hoist, parallel=parallel,
-                 fused=fused,
+                 fused=fused, cudnn=cudnn,
                  perturbation=None if perturbations is None else perturbations[i][d])
       layer_final[d] = out[0]
       outs.append(out[1])

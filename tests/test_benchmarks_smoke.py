@@ -363,3 +363,18 @@ def test_paired_command_runs_three_frameworks_in_turns(tmp_path):
   for text in ("rnnlab/flax: 2 points", "rnnlab/torch: 2 points",
                "PROFILE rnn train B=2 T=5 H=8: rnnlab step", "PROFILE forward: matmuls are"):
     assert text in done.stdout, text
+
+
+def test_gpu_check_script_runs_its_tiny_grid_on_the_cpu(tmp_path):
+  """benchmarks/gpu_check.py is prepared here and run on a GPU when one is lent: its quick
+  grid runs on the CPU (no cuDNN rows), and without --allow_cpu it refuses in one line."""
+  from benchmarks import gpu_check
+  out = tmp_path / "gpu.json"
+  assert gpu_check.main(["--quick", "--allow_cpu", "--rounds", "1", "--steps", "1",
+                         "--out", str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert [r["check"] for r in result["equality"]] == ["lstm fused", "gru fused"]
+  assert all(r["equal_to_1e-5"] for r in result["equality"])
+  assert {r["cell"] for r in result["speed"]} == {"lstm", "gru"}
+  assert "cudnn" not in result["speed"][0]  # refused on the CPU, reported as SKIP
+  assert gpu_check.main([]) == 2
