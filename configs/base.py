@@ -95,6 +95,13 @@ def get_config(task: str) -> ml_collections.ConfigDict:
   return config
 
 
+def choice(arg: str, valid, config_file: str) -> str:
+  """``arg`` (what follows ``:`` in ``--config=FILE:ARG``) if it is one of ``valid``."""
+  if arg not in valid:
+    raise ValueError(f"{config_file} takes one of {tuple(valid)}; got {arg!r}.")
+  return arg
+
+
 def study_arg(arg: str, tasks, config_file: str) -> tuple[str, bool]:
   """``"adding"`` -> ("adding", False); ``"adding,full"`` -> ("adding", True)."""
   task, _, size = (arg or "").partition(",")

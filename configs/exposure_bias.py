@@ -71,9 +71,7 @@ def schedule_constants(num_steps: int) -> tuple[float, float]:
 
 
 def _variant(arg: str) -> str:
-  if arg not in VARIANTS:
-    raise ValueError(f"configs/exposure_bias.py takes one of {VARIANTS}; got {arg!r}.")
-  return arg
+  return base.choice(arg, VARIANTS, "configs/exposure_bias.py")
 
 
 def get_config(arg="reverse"):
