@@ -52,7 +52,8 @@ def symbols(x):
 # --- registry and configs ----------------------------------------------------------------
 
 def test_registry_and_default_configs_validate():
-  assert tasks.task_names() == ["copy", "adding", "temporal_order", "smnist", "psmnist",
+  assert tasks.task_names() == ["copy", "selective_copy", "adding", "temporal_order", "smnist",
+                                "psmnist",
                                 "reverse", "sort", "addition", "digits", "char_lm"]
   seq2seq = {n for n in tasks.task_names() if tasks.task_class(n).model_kinds == ("seq2seq",)}
   assert seq2seq == {"reverse", "addition", "sort", "digits"}
@@ -71,7 +72,7 @@ def test_registry_and_default_configs_validate():
 
 
 @pytest.mark.parametrize("name, fields, message", [
-    ("copy", {"name": "copyy"}, r"Unknown task 'copyy'; valid tasks: \['copy', 'adding'"),
+    ("copy", {"name": "copyy"}, r"Unknown task 'copyy'; valid tasks: \['copy', 'selective_copy', 'adding'"),
     ("copy", {"seq_len": 0}, r"seq_len must be an integer >= 1 \(the delay T"),
     ("copy", {"seq_len": 2.5}, r"seq_len must be an integer >= 1.*got 2.5"),
     ("copy", {"seq_len": "10"}, r"seq_len must be an integer >= 1.*got '10'"),
@@ -130,6 +131,22 @@ def test_copy_layout(copy_task):
   np.testing.assert_array_equal(x[:, t + 10:], 0)             # 10 blanks
   np.testing.assert_array_equal(y[:, :t + 10], 0)
   np.testing.assert_array_equal(y[:, t + 10:], data)          # recall right after the delimiter
+
+
+def test_selective_copy_spreads_the_data_in_order_among_blanks():
+  cfg = lambda name: {**tasks.default_config(name).to_dict(), "seq_len": 30}
+  task = tasks.make_task(cfg("selective_copy"), 0)
+  assert (task.seq_len, task.baseline) == (50, tasks.make_task(cfg("copy"), 0).baseline)
+  batch = task.train_batch(0, 200)
+  x, y = symbols(batch["x"]), np.asarray(batch["y"])
+  np.testing.assert_array_equal(x[:, 39], 9)                  # the delimiter, as in copy
+  np.testing.assert_array_equal(x[:, 40:], 0)
+  np.testing.assert_array_equal(y[:, :40], 0)
+  for row, target in zip(x[:, :39], y[:, 40:]):
+    data = row[row != 0]
+    np.testing.assert_array_equal(data, target)               # the recall is the data in order
+  starts = np.argmax(x[:, :39] != 0, axis=1)
+  assert len(set(starts.tolist())) > 5 and (x[:, 10:39] != 0).any()  # not copy's layout
 
 
 def test_copy_baseline_is_the_memoryless_predictor(copy_task):

@@ -29,7 +29,7 @@ from rnnlab.tasks import text
 from rnnlab.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (synthetic.CopyTask, synthetic.AddingTask,
+    cls.name: cls for cls in (synthetic.CopyTask, synthetic.SelectiveCopyTask, synthetic.AddingTask,
                               synthetic.TemporalOrderTask, mnist.SequentialMnist,
                               mnist.PermutedMnist, *seq2seq.TASKS.values(), text.CharLM)}
 

@@ -52,6 +52,29 @@ def copy_batch(key: jax.Array, batch_size: int, delay: int) -> base.Batch:
   return {"x": jax.nn.one_hot(inputs, COPY_SYMBOLS + 2, dtype=jnp.float32), "y": targets}
 
 
+def selective_copy_batch(key: jax.Array, batch_size: int, delay: int) -> base.Batch:
+  """Selective copy (Jing et al. 2019; the Mamba paper's selective copying, on which Feng et
+  al. 2024 test minGRU and minLSTM): ``copy_batch`` with the 10 data symbols spread, in
+  order, over random distinct positions of the first delay + 9 steps (blanks between them),
+  instead of at the start. The delimiter, the recall and the targets are copy's, so the
+  model must pick the symbols out of the blanks as they come, not count from the start.
+
+  Returns:
+    x: (B, L, 10) float32 one-hot inputs, L = delay + 20; y: (B, L) int32 targets in 0..8.
+  """
+  k_data, k_pos = jax.random.split(key)
+  batch = copy_batch(k_data, batch_size, delay)
+  symbols = jnp.argmax(batch["x"], axis=-1)
+  slots = delay + COPY_LENGTH - 1  # every step before the delimiter
+  # 10 distinct positions per sequence, in increasing order (the data keep their order)
+  positions = jnp.sort(jnp.argsort(jax.random.uniform(k_pos, (batch_size, slots)), axis=1)
+                       [:, :COPY_LENGTH], axis=1)
+  rows = jnp.arange(batch_size)[:, None]
+  spread = symbols.at[:, :slots].set(COPY_BLANK).at[rows, positions].set(
+      symbols[:, :COPY_LENGTH])
+  return {"x": jax.nn.one_hot(spread, COPY_SYMBOLS + 2, dtype=jnp.float32), "y": batch["y"]}
+
+
 def adding_batch(key: jax.Array, batch_size: int, seq_len: int) -> base.Batch:
   """Adding-problem sequences, Le et al. (2015) / Arjovsky et al. (2016) layout.
 
@@ -147,6 +170,7 @@ class CopyTask(SyntheticTask):
   output_mode = "all"
   input_size = COPY_SYMBOLS + 2
   output_size = COPY_SYMBOLS + 1
+  generator = staticmethod(copy_batch)
 
   @staticmethod
   def default_config():
@@ -165,7 +189,7 @@ class CopyTask(SyntheticTask):
     self.seq_len = self.delay + 2 * COPY_LENGTH
     self.baseline = {"loss": COPY_LENGTH * math.log(COPY_SYMBOLS) / self.seq_len,
                      "accuracy": 1.0 / COPY_SYMBOLS}
-    super().__init__(cfg, seed, functools.partial(copy_batch, delay=self.delay))
+    super().__init__(cfg, seed, functools.partial(self.generator, delay=self.delay))
 
   def loss_and_metrics(self, outputs, batch):
     """outputs: (B, T+20, 9) logits; batch["y"]: (B, T+20)."""
@@ -177,6 +201,22 @@ class CopyTask(SyntheticTask):
 
   def headline(self):
     return f"copy T={self.delay} (input {self.seq_len} steps)"
+
+
+class SelectiveCopyTask(CopyTask):
+  """Selective copy: copy's recall with the 10 symbols at random positions among the blanks
+  (see ``selective_copy_batch``). Loss, accuracy and baselines are copy's."""
+  name = "selective_copy"
+  generator = staticmethod(selective_copy_batch)
+
+  @staticmethod
+  def default_config():
+    cfg = CopyTask.default_config()
+    cfg.name = "selective_copy"
+    return cfg
+
+  def headline(self):
+    return f"selective copy T={self.delay} (input {self.seq_len} steps)"
 
 
 class AddingTask(SyntheticTask):
