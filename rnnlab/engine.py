@@ -180,9 +180,10 @@ def fused_applies(cell) -> bool:
 def resolve_fused(cell, fused, *, zoneout=None, recurrent_mask=None) -> bool:
   """Whether ``scan`` differentiates ``cell`` with the fused backward pass.
 
-  ``fused=None`` picks it where it applies and the options allow it (no zoneout, no
-  recurrent dropout; benchmarks/README.md measures where it pays); True forces it (an error
-  where it cannot run), False keeps autodiff of the scan."""
+  It applies to cells with a ``pointwise`` part, without zoneout or recurrent dropout.
+  ``fused=None``: ``FUSED_DEFAULT`` where it applies (off: on the CPU it was slower than
+  autodiff at batch 64 and above, benchmarks/README.md), else autodiff; True forces it (an
+  error saying why where it cannot run); False keeps autodiff of the scan."""
   if fused not in (None, True, False):
     raise ValueError(f"fused must be None (where it applies), True or False; got {fused!r}.")
   cell = cells_lib.get_cell(cell)
