@@ -29,7 +29,7 @@ def main():
               lambda r: (MODELS.index(r["model.cell"]), -r["optim.learning_rate"],
                          r["optim.clip_norm"], r["seed"]),
               lambda r: r["model.cell"], str(HERE),
-              extra=report.solve_times_and_curves(label, group="the vmapped program of 12 runs"))
+              extra=report.solve_times_and_curves(label, group="the vmapped program of its model's runs"))
 
 
 if __name__ == "__main__":
