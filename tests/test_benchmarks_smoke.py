@@ -378,3 +378,15 @@ def test_gpu_check_script_runs_its_tiny_grid_on_the_cpu(tmp_path):
   assert {r["cell"] for r in result["speed"]} == {"lstm", "gru"}
   assert "cudnn" not in result["speed"][0]  # refused on the CPU, reported as SKIP
   assert gpu_check.main([]) == 2
+
+
+def test_probes_run_and_refuse_bad_shapes():
+  """benchmarks/probes.py backs numbers in benchmarks/README.md: its probes run at tiny sizes
+  (in a subprocess: they pin their process to one core) and bad shapes are one line."""
+  run = lambda *a: subprocess.run([sys.executable, "-m", "benchmarks.probes", *a],
+                                  capture_output=True, text=True, timeout=300)
+  done = run("projection", "--cells", "mingru", "--length", "8", "--repeats", "1")
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.startswith("projection mingru T=8: old/new ")
+  done = run("dot", "--dot_shape", "2,2")
+  assert done.returncode == 2 and done.stderr.startswith("benchmarks.probes: --point is B,T,H")

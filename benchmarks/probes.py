@@ -1,0 +1,162 @@
+"""Small CPU probes behind engine choices, each a paired measurement in one command.
+
+    python -m benchmarks.probes dot          # (T, B, D) contraction vs the same on 2-D rows
+    python -m benchmarks.probes projection   # Cell.project on rows vs over (B, T, D), training
+    python -m benchmarks.probes xla_flags    # XLA CPU options, one process per option
+
+Every probe runs pinned to one core with XLA's Eigen pool off and times process CPU time
+(which a busy machine inflates less than wall time), alternating the variants:
+
+  dot         jnp.einsum("tbh,tbg->hg") against the same product as a (T*B, H)^T (T*B, G)
+              matmul, T=100, B=256, H=128, G=512: the shape of dW for a projection of all
+              steps at once. Median ms over --repeats calls each.
+  projection  one training step (grad of mean(ys^2)) of ``engine.scan`` at B=16, H=128,
+              T=--length, with ``Cell.project`` as it is (one matmul on (B*T, D) rows)
+              against the former ``x @ w_x + b`` on (B, T, D); the median of --repeats
+              paired ratios old/new (> 1: rows are faster). lstm runs with hoist=True
+              (its CPU default projects inside the step, where nothing changes).
+  xla_flags   the lstm training step (B, T, H from --point) in a fresh process per XLA
+              option, --rounds rounds with the order reversed every other round; median ms
+              and the ratio to no option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FLAGS = {"none": "", "onednn": "--xla_cpu_use_onednn=true",
+         "onednn_custom_call": "--xla_cpu_experimental_onednn_custom_call=true",
+         "xnnpack": "--xla_cpu_use_xnnpack=true",
+         "thunk_runtime_off": "--xla_cpu_use_thunk_runtime=false",
+         "vector_width_512": "--xla_cpu_prefer_vector_width=512"}
+
+
+def _cpu_seconds(fn) -> float:
+  start = time.process_time()
+  fn()
+  return time.process_time() - start
+
+
+def _train_step(cell_name, b, t, h, *, hoist=None, project=None):
+  """A jitted zero-argument training step of ``engine.scan``; ``project`` replaces
+  ``Cell.project`` while it is traced."""
+  import jax  # pylint: disable=g-import-not-at-top (after pinning)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rnnlab import cells, engine  # pylint: disable=g-import-not-at-top
+  cell = cells.get_cell(cell_name)
+  params = cell.init(jax.random.PRNGKey(0), h, h)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, h))
+  step = jax.jit(jax.grad(lambda p: jnp.mean(engine.scan(cell, p, xs, hoist=hoist)[1] ** 2)))
+  saved = cells.Cell.project
+  if project is not None:
+    cells.Cell.project = project
+  try:
+    jax.block_until_ready(step(params))  # traced and compiled here
+  finally:
+    cells.Cell.project = saved
+  return lambda: jax.block_until_ready(step(params))
+
+
+def _former_project(self, params, x):
+  """``Cell.project`` before 2026-12-07: the matmul over all leading axes as they come."""
+  if self.project_fn is not None:
+    return self.project_fn(params, x)
+  return x @ params["w_x"] + params["b"]
+
+
+def dot(args) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  t, b, h, g = args.dot_shape
+  a = jax.random.normal(jax.random.PRNGKey(0), (t, b, h))
+  c = jax.random.normal(jax.random.PRNGKey(1), (t, b, g))
+  variants = {"einsum_two_axes": jax.jit(lambda a, c: jnp.einsum("tbh,tbg->hg", a, c)),
+              "rows_2d": jax.jit(lambda a, c: a.reshape(-1, h).T @ c.reshape(-1, g))}
+  times = {k: [] for k in variants}
+  for f in variants.values():
+    f(a, c).block_until_ready()
+  for i in range(args.repeats):
+    for k in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+      times[k].append(_cpu_seconds(lambda: variants[k](a, c).block_until_ready()))
+  out = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+  print(f"dot {args.dot_shape}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out.items()))
+  return out
+
+
+def projection(args) -> dict:
+  out = {}
+  for cell in args.cells.split(","):
+    hoist = True if cell in ("lstm", "gru", "rnn") else None
+    old = _train_step(cell, 16, args.length, 128, hoist=hoist, project=_former_project)
+    new = _train_step(cell, 16, args.length, 128, hoist=hoist)
+    ratios = [_cpu_seconds(old) / _cpu_seconds(new) for _ in range(args.repeats)]
+    out[cell] = {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+    print(f"projection {cell} T={args.length}: old/new {out[cell]['median']:.2f} "
+          f"({out[cell]['low']:.2f}-{out[cell]['high']:.2f})", flush=True)
+  return out
+
+
+def _one_flag_process(args) -> None:
+  """Child of ``xla_flags``: time the step under this process's XLA_FLAGS, print JSON."""
+  b, t, h = args.point
+  step = _train_step("lstm", b, t, h)
+  print(json.dumps(statistics.median(_cpu_seconds(step) for _ in range(args.repeats))))
+
+
+def xla_flags(args) -> dict:
+  times = {k: [] for k in FLAGS}
+  for r in range(args.rounds):
+    for name in (list(FLAGS) if r % 2 == 0 else list(FLAGS)[::-1]):
+      env = dict(os.environ, XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=false {FLAGS[name]}")
+      cmd = [sys.executable, "-m", "benchmarks.probes", "_one_flag",
+             "--point", ",".join(map(str, args.point)), "--repeats", str(args.repeats)]
+      done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+      if done.returncode:
+        print(f"xla_flags {name}: failed: {done.stderr.strip().splitlines()[-1:]}")
+        continue
+      times[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+  base = statistics.median(times["none"])
+  out = {k: {"ms": statistics.median(v) * 1e3, "none/this": base / statistics.median(v)}
+         for k, v in times.items() if v}
+  for k, v in out.items():
+    print(f"xla_flags lstm {args.point}: {k} {v['ms']:.1f} ms ({v['none/this']:.2f}x)")
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("probe", choices=("dot", "projection", "xla_flags", "_one_flag"))
+  p.add_argument("--cells", default="mingru,lru,minlstm,lstm", help="projection: cells")
+  p.add_argument("--length", type=int, default=2048, help="projection: T")
+  p.add_argument("--point", default="64,100,128", help="xla_flags: B,T,H")
+  p.add_argument("--dot_shape", default="100,256,128,512", help="dot: T,B,H,G")
+  p.add_argument("--repeats", type=int, default=8)
+  p.add_argument("--rounds", type=int, default=3)
+  args = p.parse_args(argv)
+  try:
+    args.point = tuple(int(v) for v in args.point.split(","))
+    args.dot_shape = tuple(int(v) for v in args.dot_shape.split(","))
+    if len(args.point) != 3 or len(args.dot_shape) != 4 or min(
+        *args.point, *args.dot_shape, args.length, args.repeats, args.rounds) < 1:
+      raise ValueError
+  except ValueError:
+    print("benchmarks.probes: --point is B,T,H and --dot_shape T,B,H,G, positive integers; "
+          "--length, --repeats and --rounds positive.", file=sys.stderr)
+    return 2
+  if args.probe != "_one_flag":  # one core, Eigen's pool off, before JAX is imported
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[-1:])
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false").strip()
+  {"dot": dot, "projection": projection, "xla_flags": xla_flags,
+   "_one_flag": _one_flag_process}[args.probe](args)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
