@@ -209,6 +209,19 @@ def resolve_fused(cell, fused, *, zoneout=None, recurrent_mask=None) -> bool:
 FUSED_DEFAULT = False
 
 
+def _perturb_and_mask(cell, params, old, new, y, xp, inp):
+  """The end of one step of ``scan``: the perturbation ``inp["dh"]`` added to the new hidden
+  state (its gradient is dL/dh_t), then at a masked step (``inp["m"]`` False) the old carry
+  held and a zero output. ``(new carry, y)``."""
+  if "dh" in inp:
+    new = cell.with_hidden(new, cell.hidden(new) + inp["dh"])
+    y = cell.output(params, new, xp)
+  if "m" in inp:
+    new = jax.tree.map(lambda n, o: jnp.where(inp["m"], n, o), new, old)
+    y = jnp.where(inp["m"], y, jnp.zeros_like(y))
+  return new, y
+
+
 def _fused_scan(cell, params, xs, carry, mask, perturbation, reverse, unroll, remat,
                 return_carries, hoist):
   """The recurrence of a ``pointwise`` cell over time-major inputs ``xs`` (T, B, D), its
@@ -225,8 +238,7 @@ def _fused_scan(cell, params, xs, carry, mask, perturbation, reverse, unroll, re
 
   Returns (final carry, ys (T, B, H)[, carries (T, ...)]), time-major.
   """
-  hidden, with_hidden = cell.hidden, cell.with_hidden
-  tmap = jax.tree.map
+  hidden = cell.hidden
   # What the projection reads; the pointwise part gets every other parameter but w_h.
   proj_keys = ("w_x",) if cell.project_fn is not None else ("w_x", "b")
   pw_keys = tuple(sorted(k for k in params if k not in {"w_h", *proj_keys}))
@@ -247,13 +259,7 @@ def _fused_scan(cell, params, xs, carry, mask, perturbation, reverse, unroll, re
       hp = hidden(c) @ w_h
       if "z_x" in inp:
         xp, hp = xp + inp["z_x"], hp + inp["z_h"]
-      new, y = cell.pointwise(pw, c, xp, hp)
-      if "dh" in inp:
-        new = with_hidden(new, hidden(new) + inp["dh"])
-        y = cell.output(pw, new, xp)
-      if "m" in inp:
-        new = tmap(lambda n, o: jnp.where(inp["m"], n, o), new, c)
-        y = jnp.where(inp["m"], y, jnp.zeros_like(y))
+      new, y = _perturb_and_mask(cell, pw, c, *cell.pointwise(pw, c, xp, hp), xp, inp)
       out = {"y": y}
       if return_carries:
         out["carry"] = new
@@ -506,13 +512,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
       z = inp["z"] if "z" in inp else jax.tree.map(lambda _: zoneout_weight, carry)
       new_carry = jax.tree.map(lambda n, o, w: w * o + (1.0 - w) * n, new_carry, carry, z)
       y = cell.output(params, new_carry, xp)
-    if "dh" in inp:
-      new_carry = cell.with_hidden(new_carry, cell.hidden(new_carry) + inp["dh"])
-      y = cell.output(params, new_carry, xp)
-    if "m" in inp:
-      m = inp["m"]
-      new_carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new_carry, carry)
-      y = jnp.where(m, y, jnp.zeros_like(y))
+    new_carry, y = _perturb_and_mask(cell, params, carry, new_carry, y, xp, inp)
     return new_carry, ((y, new_carry) if return_carries else y)
 
   if remat:
