@@ -3,6 +3,7 @@
     python -m benchmarks.probes dot          # (T, B, D) contraction vs the same on 2-D rows
     python -m benchmarks.probes projection   # Cell.project on rows vs over (B, T, D), training
     python -m benchmarks.probes xla_flags    # XLA CPU options, one process per option
+    python -m benchmarks.probes minlstm      # where minlstm's training step spends its time
 
 Every probe runs pinned to one core with XLA's Eigen pool off and times process CPU time
 (which a busy machine inflates less than wall time), alternating the variants:
@@ -18,6 +19,10 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
   xla_flags   the lstm training step (B, T, H from --point) in a fresh process per XLA
               option, --rounds rounds with the order reversed every other round; median ms
               and the ratio to no option.
+  minlstm     one training step at B=16, H=128, T=--length of lstm, mingru, minlstm, and
+              minlstm with its normalised gate replaced by one sigmoid of x_f (the same 3H
+              projection and scan; ``minlstm_one_gate``), --rounds rounds alternating in
+              order and reverse; median ms and lstm's time over each (its speed-up).
 """
 
 from __future__ import annotations
@@ -45,11 +50,11 @@ def _cpu_seconds(fn) -> float:
 
 def _train_step(cell_name, b, t, h, *, hoist=None, project=None):
   """A jitted zero-argument training step of ``engine.scan``; ``project`` replaces
-  ``Cell.project`` while it is traced."""
+  ``Cell.project`` while it is traced. ``cell_name`` may be a ``Cell``."""
   import jax  # pylint: disable=g-import-not-at-top (after pinning)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from rnnlab import cells, engine  # pylint: disable=g-import-not-at-top
-  cell = cells.get_cell(cell_name)
+  cell = cells.get_cell(cell_name) if isinstance(cell_name, str) else cell_name
   params = cell.init(jax.random.PRNGKey(0), h, h)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, h))
   step = jax.jit(jax.grad(lambda p: jnp.mean(engine.scan(cell, p, xs, hoist=hoist)[1] ** 2)))
@@ -102,6 +107,40 @@ def projection(args) -> dict:
   return out
 
 
+def _one_gate_coefficients(params, xp):
+  """minlstm's coefficients with f' = sigmoid(x_f) in place of f / (f + i): x_i is
+  projected and dropped, so only the gate arithmetic differs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from rnnlab import cells  # pylint: disable=g-import-not-at-top
+  x_f, _, x_h = cells._split(xp, 3)  # pylint: disable=protected-access
+  f = jax.nn.sigmoid(x_f)
+  return f, (1.0 - f) * x_h
+
+
+def minlstm(args) -> dict:
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rnnlab import cells  # pylint: disable=g-import-not-at-top
+  base = cells.get_cell("minlstm")
+  one_gate = dataclasses.replace(
+      base, linear=dataclasses.replace(base.linear, coefficients=_one_gate_coefficients))
+  steps = {name: _train_step(cell, 16, args.length, 128) for name, cell in (
+      ("lstm", "lstm"), ("mingru", "mingru"), ("minlstm", "minlstm"),
+      ("minlstm_one_gate", one_gate))}
+  times = {name: [] for name in steps}
+  for r in range(args.rounds):
+    for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+      times[name].append(_cpu_seconds(steps[name]))
+  lstm = statistics.median(times["lstm"])
+  out = {}
+  for name, ts in times.items():
+    med = statistics.median(ts)
+    out[name] = {"ms": 1e3 * med, "low_ms": 1e3 * min(ts), "high_ms": 1e3 * max(ts),
+                 "lstm_over": lstm / med}
+    print(f"minlstm T={args.length}: {name:17s} {1e3 * med:6.0f} ms ({1e3 * min(ts):.0f}-"
+          f"{1e3 * max(ts):.0f}), lstm/this {lstm / med:.2f}", flush=True)
+  return out
+
+
 def _one_flag_process(args) -> None:
   """Child of ``xla_flags``: time the step under this process's XLA_FLAGS, print JSON."""
   b, t, h = args.point
@@ -131,9 +170,9 @@ def xla_flags(args) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("probe", choices=("dot", "projection", "xla_flags", "_one_flag"))
+  p.add_argument("probe", choices=("dot", "projection", "xla_flags", "minlstm", "_one_flag"))
   p.add_argument("--cells", default="mingru,lru,minlstm,lstm", help="projection: cells")
-  p.add_argument("--length", type=int, default=2048, help="projection: T")
+  p.add_argument("--length", type=int, default=2048, help="projection, minlstm: T")
   p.add_argument("--point", default="64,100,128", help="xla_flags: B,T,H")
   p.add_argument("--dot_shape", default="100,256,128,512", help="dot: T,B,H,G")
   p.add_argument("--repeats", type=int, default=8)
@@ -153,7 +192,7 @@ def main(argv=None) -> int:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[-1:])
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
-  {"dot": dot, "projection": projection, "xla_flags": xla_flags,
+  {"dot": dot, "projection": projection, "xla_flags": xla_flags, "minlstm": minlstm,
    "_one_flag": _one_flag_process}[args.probe](args)
   return 0
 

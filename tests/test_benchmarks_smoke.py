@@ -388,5 +388,9 @@ def test_probes_run_and_refuse_bad_shapes():
   done = run("projection", "--cells", "mingru", "--length", "8", "--repeats", "1")
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith("projection mingru T=8: old/new ")
+  done = run("minlstm", "--length", "4", "--rounds", "1")
+  assert done.returncode == 0, done.stderr
+  assert [line.split()[2] for line in done.stdout.splitlines()] == [
+      "lstm", "mingru", "minlstm", "minlstm_one_gate"]
   done = run("dot", "--dot_shape", "2,2")
   assert done.returncode == 2 and done.stderr.startswith("benchmarks.probes: --point is B,T,H")
