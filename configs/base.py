@@ -32,6 +32,10 @@ def model() -> ml_collections.ConfigDict:
   m.dropout = 0.0                 # dropout inside the glu blocks (training only)
   m.parallel = config_dict.placeholder(bool)  # linear cells: associative scan over time
   #                                 (True) or one sequential pass (False); None = by backend
+  m.fused = config_dict.placeholder(bool)  # fused backward pass (engine.scan fused): None =
+  #                                 engine.FUSED_DEFAULT where it applies, True forces, False off
+  m.cudnn = config_dict.placeholder(bool)  # plain lstm through cuDNN on a CUDA GPU: None =
+  #                                 engine.CUDNN_DEFAULT where it applies, True forces, False off
   return m
 
 

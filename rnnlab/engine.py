@@ -77,15 +77,37 @@ def resolve_unroll(unroll) -> int:
   return unroll
 
 
-def check_config(model_cfg):
-  """The engine fields of a ``config.model`` (``unroll``, ``parallel``, ``cell_options``
-  of ``cell``): ValueError naming the field and what is valid."""
+def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
+  """The engine fields of a ``config.model`` (``unroll``, ``parallel``, ``fused``, ``cudnn``,
+  ``cell_options`` of ``cell``): ValueError naming the field and what is valid. ``zoneout``
+  and ``recurrent_dropout``: whether the model runs the scan with them (they rule out the
+  fused pass and cuDNN)."""
+  fused, cudnn = model_cfg.get("fused"), model_cfg.get("cudnn")
   try:
     resolve_unroll(model_cfg.unroll)
     resolve_parallel(model_cfg.cell, model_cfg.parallel)
+    resolve_fused(model_cfg.cell, fused, zoneout=True if zoneout else None,
+                  recurrent_mask=True if recurrent_dropout else None)
+    if cudnn not in (None, True, False):
+      raise ValueError(f"cudnn must be None (where it applies), True or False; got {cudnn!r}.")
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   cells_lib.check_options(model_cfg.cell, model_cfg.cell_options)
+  if cudnn:  # what a config decides; masks and the device are checked where the scan runs
+    options = cells_lib.set_options(model_cfg.cell_options)
+    blockers = [why for blocked, why in (
+        (model_cfg.cell != "lstm", f"cuDNN runs the plain lstm, not {model_cfg.cell!r}"),
+        (bool(options.get("peepholes")), "cuDNN's LSTM has no peepholes"),
+        (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
+         f"model.dtype={model_cfg.get('dtype')!r}"),
+        (zoneout, "it does not take zoneout"),
+        (recurrent_dropout, "it does not take recurrent dropout"),
+        (bool(fused), "it does not take model.fused=True"),
+        (jax.default_backend() != "gpu",
+         f"it needs a CUDA GPU (the backend is {jax.default_backend()})")) if blocked]
+    if blockers:
+      raise ValueError(f"model.cudnn=True cannot run here: {'; '.join(blockers)}. Leave "
+                       "model.cudnn None or False.")
 
 
 def to_time_major(a, batch_shape, reverse: bool = False):

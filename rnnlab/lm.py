@@ -52,6 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.dtype = ml_collections.config_dict.placeholder(str)  # compute dtype: None (float32) or "bfloat16" (mixed precision: parameters and optimizer state stay float32)
   c.parallel = ml_collections.config_dict.placeholder(bool)  # linear cells: associative
   #                                  scan over time; None = by backend
+  c.fused = ml_collections.config_dict.placeholder(bool)  # fused backward pass; None =
+  #                                  engine.FUSED_DEFAULT where it applies
+  c.cudnn = ml_collections.config_dict.placeholder(bool)  # plain lstm on cuDNN (CUDA GPU);
+  #                                  None = engine.CUDNN_DEFAULT where it applies
   c.embed_size = ml_collections.config_dict.placeholder(int)  # E; None = hidden_size
   c.dropout = 0.0                  # dropout on embeddings, between layers, before the readout
   c.variational = False            # those dropout masks locked over time (Gal & Ghahramani)
@@ -98,7 +102,8 @@ def validate(model_cfg):
     raise ValueError(f"model.tie_embeddings reads out with the embedding matrix, so "
                      f"embed_size ({_embed_size(model_cfg)}) must equal hidden_size "
                      f"({model_cfg.hidden_size}); set embed_size None or equal.")
-  engine.check_config(model_cfg)
+  engine.check_config(model_cfg, zoneout=bool(model_cfg.zoneout),
+                      recurrent_dropout=bool(model_cfg.recurrent_dropout))
 
 
 def init(key, task, model_cfg):
@@ -171,6 +176,7 @@ def apply(params, batch, *, task, model_cfg, train, rng, step, perturbations=Non
     final, h = engine.scan(cell, layer["fwd"], h, carry=carries[i]["fwd"],
                            unroll=model_cfg.unroll, remat=model_cfg.remat,
                            parallel=model_cfg.parallel, recurrent_mask=mask, zoneout=zoneout,
+                           fused=model_cfg.get("fused"), cudnn=model_cfg.get("cudnn"),
                            perturbation=None if perturbations is None else perturbations[i]["fwd"])
     finals.append({"fwd": final})
     if drop:

@@ -82,3 +82,35 @@ def test_cudnn_none_runs_the_scan_where_cudnn_cannot():
                engine.scan("lstm", params, xs, cudnn=False))
   with pytest.raises(ValueError, match="cudnn must be None"):
     engine.scan("lstm", params, xs, cudnn="on")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model.cudnn": True}, "it needs a CUDA GPU (the backend is cpu)"),
+    ({"model.cudnn": True, "model.cell": "gru"}, "cuDNN runs the plain lstm, not 'gru'"),
+    ({"model.cudnn": True, "model.cell_options.peepholes": True}, "no peepholes"),
+    ({"model.cudnn": True, "model.dtype": "bfloat16"}, "float32 only"),
+])
+def test_model_cudnn_true_in_a_config_says_why_it_cannot_run(changes, message):
+  """Refused before anything runs, naming the field (on this CPU every case is refused: the
+  backend is one of the reasons)."""
+  from conftest import small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab.errors import InvalidConfigError  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import job as job_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InvalidConfigError, match="model.cudnn=True cannot run here: ") as info:
+    job_lib.build(small_config("adding", **changes))
+  assert message in str(info.value)
+
+
+
+def test_language_model_fields_are_checked_with_its_dropouts():
+  """The language model's config takes ``fused`` and ``cudnn`` too; both are refused with
+  zoneout or recurrent dropout on, naming the field."""
+  from rnnlab import lm  # pylint: disable=g-import-not-at-top
+  for changes, message in (({"cudnn": True, "zoneout": 0.1}, "it does not take zoneout"),
+                           ({"fused": True, "recurrent_dropout": 0.1},
+                            "model.fused=True cannot run here: recurrent dropout is on")):
+    cfg = lm.default_config()
+    for k, v in changes.items():
+      cfg[k] = v
+    with pytest.raises(ValueError, match=message):
+      lm.validate(cfg)

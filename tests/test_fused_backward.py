@@ -127,3 +127,24 @@ def test_fused_none_falls_back_where_it_cannot_run():
   want = engine.scan("lstm", params, xs, zoneout=0.2, fused=False)
   jax.tree.map(np.testing.assert_array_equal,
                engine.scan("lstm", params, xs, zoneout=0.2, fused=None), want)
+
+
+def test_model_fused_in_a_config_trains_as_autodiff(tmp_path):
+  """``model.fused=True`` reaches the engine through the classifier (and its per-step loss
+  gives the same numbers as autodiff); a cell without the pass, or recurrent dropout in the
+  language model, is refused before anything runs, naming the field."""
+  from conftest import quiet, small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab.errors import InvalidConfigError  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import job as job_lib  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer  # pylint: disable=g-import-not-at-top
+  losses = {}
+  for fused in (False, True):
+    config = small_config("adding", **{
+        "task.seq_len": 6, "task.eval_size": 16, "model.cell": "gru", "model.hidden_size": 8,
+        "model.fused": fused, "train.batch_size": 8, "train.num_steps": 4,
+        "train.log_every": 2, "train.eval_every": 4, "train.checkpoint_every": 4})
+    summary = trainer.train_and_evaluate(config, str(tmp_path / str(fused)), console=quiet)
+    losses[fused] = summary["final"]["eval/loss"]
+  assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+  with pytest.raises(InvalidConfigError, match=r"model.fused=True cannot run here: cell 'mgu'"):
+    job_lib.build(small_config("adding", **{"model.cell": "mgu", "model.fused": True}))

@@ -230,3 +230,14 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, args, messa
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1 and "Traceback" not in err
   assert os.path.exists(os.path.join(trained, "summary.json"))
+
+
+def test_fused_backward_pass_gives_the_scan_numbers():
+  """``model.fused=True`` reaches the language model's scan: loss and gradients as autodiff."""
+  def loss_and_grads(fused):
+    cfg = model_cfg(fused=fused)
+    params = lm.init(jax.random.PRNGKey(0), Vocab, cfg)
+    loss = lambda p: jnp.mean(run(cfg, p, X, train=False)["logits"] ** 2)
+    return jax.value_and_grad(loss)(params)
+  want, got = loss_and_grads(False), loss_and_grads(True)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
