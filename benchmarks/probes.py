@@ -4,6 +4,7 @@
     python -m benchmarks.probes projection   # Cell.project on rows vs over (B, T, D), training
     python -m benchmarks.probes xla_flags    # XLA CPU options, one process per option
     python -m benchmarks.probes minlstm      # where minlstm's training step spends its time
+    python -m benchmarks.probes wavefront    # stacked lstm layers in one wavefront loop
 
 Every probe runs pinned to one core with XLA's Eigen pool off and times process CPU time
 (which a busy machine inflates less than wall time), alternating the variants:
@@ -23,6 +24,12 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
               minlstm with its normalised gate replaced by one sigmoid of x_f (the same 3H
               projection and scan; ``minlstm_one_gate``), --rounds rounds alternating in
               order and reverse; median ms and lstm's time over each (its speed-up).
+  wavefront   the training step of an L-layer unidirectional lstm stack (B, T, H, L from
+              --stacks) as the engine runs it (one scan per layer) against a wavefront: one
+              scan of T + L - 1 iterations in which layer l takes step t - l, the layers
+              above the first as one vmapped step (batched matmuls); outputs checked equal
+              first. --rounds rounds alternating; median ms and layered/wavefront (> 1: the
+              wavefront is faster).
 """
 
 from __future__ import annotations
@@ -141,6 +148,71 @@ def minlstm(args) -> dict:
   return out
 
 
+def _wavefront_stack(cell, params, xs):
+  """The top layer's outputs (B, T, H) of a unidirectional stack (``params`` a list over
+  layers, all layers above the first of one shape), run as a wavefront."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  n, (b, t, d) = len(params), xs.shape
+  stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
+  upper = stack(params[1:])
+  xp0 = cell.project(params[0], jnp.concatenate(  # layer 0's projection of every step
+      [jnp.swapaxes(xs, 0, 1), jnp.zeros((n - 1, b, d), xs.dtype)]))
+  held = lambda active, new, old: jax.tree.map(lambda a, o: jnp.where(active, a, o), new, old)
+
+  def body(state, inputs):
+    k, xp = inputs
+    c0, cu, below = state  # below: (n-1, B, H), the last outputs of layers 0..n-2
+    n0, y0 = cell.recur(params[0], c0, xp)
+    nu, yu = jax.vmap(cell.step)(upper, cu, below)
+    steps = k - jnp.arange(1, n)
+    nu = held(((steps >= 0) & (steps < t))[:, None, None], nu, cu)
+    return (held(k < t, n0, c0), nu, jnp.concatenate([y0[None], yu[:-1]])), yu[-1]
+
+  carries = [cell.init_carry(p, (b,)) for p in params]
+  h = params[0]["w_h"].shape[0]
+  _, tops = jax.lax.scan(body, (carries[0], stack(carries[1:]), jnp.zeros((n - 1, b, h))),
+                         (jnp.arange(t + n - 1), xp0))
+  return jnp.swapaxes(tops[n - 1:], 0, 1)
+
+
+def wavefront(args) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from rnnlab import cells, engine  # pylint: disable=g-import-not-at-top
+  cell, out = cells.get_cell("lstm"), {}
+
+  def layered(params, xs):
+    for p in params:
+      xs = engine.scan(cell, p, xs)[1]
+    return xs
+
+  for b, t, h, n in args.stacks:
+    params = [cell.init(k, h, h) for k in jax.random.split(jax.random.PRNGKey(0), n)]
+    xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, h))
+    np.testing.assert_allclose(_wavefront_stack(cell, params, xs), layered(params, xs),
+                               atol=1e-5)
+    steps = {}
+    for name, fn in (("layered", layered), ("wavefront", lambda p, x: _wavefront_stack(
+        cell, p, x))):
+      grad = jax.jit(jax.grad(lambda p, fn=fn: jnp.mean(fn(p, xs) ** 2)))
+      jax.block_until_ready(grad(params))
+      steps[name] = lambda grad=grad: jax.block_until_ready(grad(params))
+    times = {name: [] for name in steps}
+    for r in range(args.rounds):
+      for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+        times[name].append(_cpu_seconds(steps[name]))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    key = f"B={b},T={t},H={h},L={n}"
+    out[key] = {"layered_ms": 1e3 * med["layered"], "wavefront_ms": 1e3 * med["wavefront"],
+                "layered_over_wavefront": med["layered"] / med["wavefront"]}
+    print(f"wavefront {key}: layered {1e3 * med['layered']:.0f} ms, wavefront "
+          f"{1e3 * med['wavefront']:.0f} ms, layered/wavefront "
+          f"{med['layered'] / med['wavefront']:.2f}", flush=True)
+  return out
+
+
 def _one_flag_process(args) -> None:
   """Child of ``xla_flags``: time the step under this process's XLA_FLAGS, print JSON."""
   b, t, h = args.point
@@ -170,30 +242,36 @@ def xla_flags(args) -> dict:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("probe", choices=("dot", "projection", "xla_flags", "minlstm", "_one_flag"))
+  p.add_argument("probe", choices=("dot", "projection", "xla_flags", "minlstm", "wavefront",
+                                       "_one_flag"))
   p.add_argument("--cells", default="mingru,lru,minlstm,lstm", help="projection: cells")
   p.add_argument("--length", type=int, default=2048, help="projection, minlstm: T")
   p.add_argument("--point", default="64,100,128", help="xla_flags: B,T,H")
   p.add_argument("--dot_shape", default="100,256,128,512", help="dot: T,B,H,G")
+  p.add_argument("--stacks", default="16,100,128,2;64,100,128,2;16,100,128,4;64,100,128,4",
+                 help="wavefront: B,T,H,L points separated by ;")
   p.add_argument("--repeats", type=int, default=8)
   p.add_argument("--rounds", type=int, default=3)
   args = p.parse_args(argv)
   try:
     args.point = tuple(int(v) for v in args.point.split(","))
     args.dot_shape = tuple(int(v) for v in args.dot_shape.split(","))
+    args.stacks = [tuple(int(v) for v in point.split(",")) for point in args.stacks.split(";")]
     if len(args.point) != 3 or len(args.dot_shape) != 4 or min(
-        *args.point, *args.dot_shape, args.length, args.repeats, args.rounds) < 1:
+        *args.point, *args.dot_shape, args.length, args.repeats, args.rounds) < 1 or any(
+            len(point) != 4 or min(point) < 1 or point[3] < 2 for point in args.stacks):
       raise ValueError
   except ValueError:
-    print("benchmarks.probes: --point is B,T,H and --dot_shape T,B,H,G, positive integers; "
-          "--length, --repeats and --rounds positive.", file=sys.stderr)
+    print("benchmarks.probes: --point is B,T,H, --dot_shape T,B,H,G and --stacks B,T,H,L;..."
+          " (L >= 2), positive integers; --length, --repeats and --rounds positive.",
+          file=sys.stderr)
     return 2
   if args.probe != "_one_flag":  # one core, Eigen's pool off, before JAX is imported
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[-1:])
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
   {"dot": dot, "projection": projection, "xla_flags": xla_flags, "minlstm": minlstm,
-   "_one_flag": _one_flag_process}[args.probe](args)
+   "wavefront": wavefront, "_one_flag": _one_flag_process}[args.probe](args)
   return 0
 
 

@@ -392,5 +392,10 @@ def test_probes_run_and_refuse_bad_shapes():
   assert done.returncode == 0, done.stderr
   assert [line.split()[2] for line in done.stdout.splitlines()] == [
       "lstm", "mingru", "minlstm", "minlstm_one_gate"]
+  done = run("wavefront", "--stacks", "2,3,4,3", "--rounds", "1")  # checks its outputs first
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.startswith("wavefront B=2,T=3,H=4,L=3: layered ")
+  done = run("wavefront", "--stacks", "2,3,4,1")
+  assert done.returncode == 2 and "(L >= 2)" in done.stderr
   done = run("dot", "--dot_shape", "2,2")
   assert done.returncode == 2 and done.stderr.startswith("benchmarks.probes: --point is B,T,H")
