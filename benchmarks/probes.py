@@ -22,7 +22,8 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
               and the ratio to no option.
   minlstm     one training step at B=16, H=128, T=--length of lstm, mingru, minlstm, and
               minlstm with its normalised gate replaced by one sigmoid of x_f (the same 3H
-              projection and scan; ``minlstm_one_gate``), --rounds rounds alternating in
+              projection and scan; ``minlstm_one_gate``) and computed from two exponentials
+              (``minlstm_two_exp``), --rounds rounds alternating in
               order and reverse; median ms and lstm's time over each (its speed-up).
   wavefront   the training step of an L-layer unidirectional lstm stack (B, T, H, L from
               --stacks) as the engine runs it (one scan per layer) against a wavefront: one
@@ -124,15 +125,28 @@ def _one_gate_coefficients(params, xp):
   return f, (1.0 - f) * x_h
 
 
+def _two_exp_coefficients(params, xp):
+  """minlstm's coefficients with f / (f + i) as (1 + e^-x_i) / (2 + e^-x_f + e^-x_i), the
+  exponents clamped at 60: two exponentials in place of two softplus and a sigmoid, exact
+  only while neither pre-activation is below -60."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rnnlab import cells  # pylint: disable=g-import-not-at-top
+  x_f, x_i, x_h = cells._split(xp, 3)  # pylint: disable=protected-access
+  e_f, e_i = jnp.exp(-jnp.maximum(x_f, -60.0)), jnp.exp(-jnp.maximum(x_i, -60.0))
+  f = (1.0 + e_i) / (2.0 + e_f + e_i)
+  return f, (1.0 - f) * x_h
+
+
 def minlstm(args) -> dict:
   import dataclasses  # pylint: disable=g-import-not-at-top
   from rnnlab import cells  # pylint: disable=g-import-not-at-top
   base = cells.get_cell("minlstm")
-  one_gate = dataclasses.replace(
-      base, linear=dataclasses.replace(base.linear, coefficients=_one_gate_coefficients))
+  variant = lambda fn: dataclasses.replace(
+      base, linear=dataclasses.replace(base.linear, coefficients=fn))
   steps = {name: _train_step(cell, 16, args.length, 128) for name, cell in (
       ("lstm", "lstm"), ("mingru", "mingru"), ("minlstm", "minlstm"),
-      ("minlstm_one_gate", one_gate))}
+      ("minlstm_two_exp", variant(_two_exp_coefficients)),
+      ("minlstm_one_gate", variant(_one_gate_coefficients)))}
   times = {name: [] for name in steps}
   for r in range(args.rounds):
     for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):

@@ -391,7 +391,7 @@ def test_probes_run_and_refuse_bad_shapes():
   done = run("minlstm", "--length", "4", "--rounds", "1")
   assert done.returncode == 0, done.stderr
   assert [line.split()[2] for line in done.stdout.splitlines()] == [
-      "lstm", "mingru", "minlstm", "minlstm_one_gate"]
+      "lstm", "mingru", "minlstm", "minlstm_two_exp", "minlstm_one_gate"]
   done = run("wavefront", "--stacks", "2,3,4,3", "--rounds", "1")  # checks its outputs first
   assert done.returncode == 0, done.stderr
   assert done.stdout.startswith("wavefront B=2,T=3,H=4,L=3: layered ")
