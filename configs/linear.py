@@ -2,7 +2,10 @@
 
     python launch.py --config=configs/linear.py:copy --sweep --workdir=runs/linear_copy --vmap=3
     python launch.py --config=configs/linear.py:adding --sweep --workdir=runs/linear_adding --vmap=3
-    python -m experiments.linear.analyze --copy=runs/linear_copy --adding=runs/linear_adding
+    python launch.py --config=configs/linear.py:selective_copy --sweep \
+        --workdir=runs/linear_selective_copy --vmap=3
+    python -m experiments.linear.analyze --copy=runs/linear_copy --adding=runs/linear_adding \
+        --selective_copy=runs/linear_selective_copy
 
 Arms (Orvieto et al. 2023; Feng et al. 2024; Tallec & Ollivier 2018):
   lru with its eigenvalue moduli initialised on the ring [r_min, 0.999] for
@@ -11,8 +14,10 @@ Arms (Orvieto et al. 2023; Feng et al. 2024; Tallec & Ollivier 2018):
   (T_max = input length); gru.
 Every arm is the same deep model: a dense input projection, two residual blocks
 LayerNorm -> recurrence (64 units) -> GELU -> GLU, a dense readout; Adam 2e-3
-cosine-decayed to 0, global-norm clipping at 1, batch 32, 1000 steps, 3 seeds. Copy at T = 100, 500, 1000 (recall of
-10 symbols; input T + 20 steps); adding at T = 200, 1000. ``--vmap=3`` trains
+cosine-decayed to 0, global-norm clipping at 1, batch 32, 1000 steps, 3 seeds. Copy at T =
+100, 500, 1000 (recall of 10 symbols; input T + 20 steps); adding at T = 200, 1000;
+selective copy (copy with the 10 symbols scattered, in order, among the blanks: Feng et al.'s
+test of minGRU and minLSTM) at T = 100, 500. ``--vmap=3`` trains
 the three seeds of an arm in one vmapped program; ``--only=task.seq_len=100``
 runs one length.
 
@@ -21,9 +26,9 @@ Runtime and results: experiments/linear/README.md.
 
 from configs import base
 
-TASKS = ("adding", "copy")
+TASKS = ("adding", "copy", "selective_copy")
 ARGS = TASKS  # every argument the file accepts
-LENGTHS = {"copy": (100, 500, 1000), "adding": (200, 1000)}
+LENGTHS = {"copy": (100, 500, 1000), "adding": (200, 1000), "selective_copy": (100, 500)}
 STEPS = 1000  # every length
 # (arm name, cell, cell_options overrides); "T" is the task's input length.
 ARMS = (
@@ -39,7 +44,7 @@ SEEDS = (0, 1, 2)
 
 
 def input_length(task: str, seq_len: int) -> int:
-  return seq_len + 20 if task == "copy" else seq_len
+  return seq_len + 20 if task in ("copy", "selective_copy") else seq_len
 
 
 def _task(arg: str) -> str:

@@ -32,6 +32,7 @@ KEPT = ("done", "failed")  # the statuses a ledger records
 
 SOLVED = {"adding": ("eval/loss", lambda v: v < 0.01, "MSE < 0.01"),
           "copy": ("eval/accuracy", lambda v: v >= 0.99, "recall accuracy >= 0.99"),
+          "selective_copy": ("eval/accuracy", lambda v: v >= 0.99, "recall accuracy >= 0.99"),
           "temporal_order": ("eval/accuracy", lambda v: v >= 0.99, "accuracy >= 0.99")}
 
 

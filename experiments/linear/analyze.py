@@ -1,7 +1,8 @@
 r"""Tables and figures of the linear-recurrences study (configs/linear.py).
 
     python -m experiments.linear.analyze --copy=runs/linear_copy \
-        --adding=runs/linear_adding [--out=experiments/linear]
+        --adding=runs/linear_adding --selective_copy=runs/linear_selective_copy \
+        [--out=experiments/linear]
 
 Prints, per task, the arm x length table of final held-out metrics and a table of
 when each arm first met the "solved" criterion (step and wall time, median over the
@@ -33,7 +34,8 @@ def panel(row) -> str:
 
 
 def main():
-  report.main(__doc__, {"copy": "runs/linear_copy", "adding": "runs/linear_adding"}, label,
+  report.main(__doc__, {"copy": "runs/linear_copy", "adding": "runs/linear_adding",
+                        "selective_copy": "runs/linear_selective_copy"}, label,
               lambda r: (ORDER.index(label(r)), r["task.seq_len"]), panel, str(HERE),
               extra=report.solve_times_and_curves(label, group="the vmapped group of 3 seeds"))
 
