@@ -377,6 +377,9 @@ def test_gpu_check_script_runs_its_tiny_grid_on_the_cpu(tmp_path):
   assert all(r["equal_to_1e-5"] for r in result["equality"])
   assert {r["cell"] for r in result["speed"]} == {"lstm", "gru"}
   assert "cudnn" not in result["speed"][0]  # refused on the CPU, reported as SKIP
+  assert "flax" in result["speed"][0]
+  assert set(result["linear"][0]) >= set(gpu_check.LINEAR)
+  assert result["linear"][0]["lstm"]["speedup_vs_lstm"] == 1.0
   assert gpu_check.main([]) == 2
 
 
