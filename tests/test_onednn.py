@@ -180,3 +180,12 @@ def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path):
   with pytest.raises(ValueError, match="model.onednn=True cannot run here: it does not take "
                                        "zoneout"):
     lm.validate(cfg)
+
+
+def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_only():
+  from benchmarks import paired  # pylint: disable=g-import-not-at-top
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm",
+                            "--quick"])
+  assert "rnnlab_onednn" in args.frameworks
+  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm on the CPU"):
+    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,gru"])
