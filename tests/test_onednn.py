@@ -144,6 +144,38 @@ def test_unavailable_library_is_refused_saying_why(monkeypatch):
     engine.scan("lstm", params, xs, onednn=True)
 
 
+@pytest.mark.parametrize("missing, message", [
+    ("library", "the oneDNN library (onednn-cpu-gomp) not found; pip install onednn-cpu-gomp"),
+    ("headers", "the oneDNN headers (onednn-devel-cpu-gomp) not found; pip install"),
+    ("g++", "g++ not found; pip install onednn-cpu-gomp==2023.2.0"),
+])
+def test_available_says_what_is_missing(monkeypatch, missing, message):
+  """``available()``'s reason names the missing piece and the install command (the cached
+  ``_load`` is called unwrapped: it stops before building or registering anything)."""
+  real = onednn._dist_file
+  monkeypatch.setattr(onednn, "_dist_file", lambda dist, suffix: None if (
+      (missing == "library" and dist == onednn.LIBRARY_DIST) or
+      (missing == "headers" and dist == onednn.HEADERS_DIST)) else real(dist, suffix))
+  if missing == "g++":
+    monkeypatch.setattr(onednn, "_compiler", lambda: None)
+  so, reason = onednn._load.__wrapped__()
+  assert so is None and message in reason
+
+
+@needs_onednn
+def test_concurrent_builds_leave_one_library(tmp_path, monkeypatch):
+  """Two builds racing into an empty cache both end with the same complete library and no
+  temporary files (each writes its own and renames it into place)."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
+  lib, include = onednn.find_onednn()
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    paths = list(pool.map(lambda _: onednn._build(lib, include, onednn._compiler()), range(2)))
+  assert paths[0] == paths[1] and paths[0].parent.parent == tmp_path
+  assert [p.name for p in paths[0].parent.iterdir()] == ["liblstm_ffi.so"]
+  assert paths[0].name == "liblstm_ffi.so" and paths[0].stat().st_size > 0
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"model.onednn": True, "model.cell": "gru"}, "oneDNN runs the plain lstm, not 'gru'"),
     ({"model.onednn": True, "model.cell_options.peepholes": True}, "no peepholes"),
