@@ -437,7 +437,8 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
   full-length sequences (no ``lengths``, no ``mask``: oneDNN's LSTM takes no sequence
   lengths), forward or reverse, from any initial carry, where the oneDNN wheels and g++ are
   installed (``onednn.available()``); not with a perturbation, per-step carries, recurrent
-  dropout, zoneout, ``fused=True`` or ``cudnn=True``. ``onednn=None``: ``ONEDNN_DEFAULT``
+  dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply (oneDNN keeps
+  its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
   where it applies, else the scan; True forces it (an error saying why where it cannot
   run); False never."""
   if onednn not in (None, True, False):
@@ -449,8 +450,9 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
   if cell.name != "lstm" or any(k.startswith("p_") for k in params):
     blockers.append(f"oneDNN runs the plain lstm without peepholes, not {cell.name!r}"
                     + (" with peepholes" if cell.name == "lstm" else ""))
-  if jnp.result_type(xs.dtype, *(p.dtype for p in jax.tree.leaves(params))) != jnp.float32:
-    blockers.append(f"it runs float32 only, not {xs.dtype}")
+  others = sorted({str(a.dtype) for a in (xs, *jax.tree.leaves(params))} - {"float32"})
+  if others:  # inputs and parameters alike: the kernel reads float32 buffers
+    blockers.append(f"it runs float32 only, not {'/'.join(others)}")
   for given, what in ((lengths is not None, "lengths (full-length sequences only)"),
                       (mask is not None, "a mask (full-length sequences only)"),
                       (perturbation is not None, "a perturbation"),
