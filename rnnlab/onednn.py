@@ -234,4 +234,10 @@ def lstm(params, xs, carry, reverse: bool = False):
   for name, a in (("xs", xs), ("c", c0), ("h", h0), *params.items()):
     if a.dtype != jnp.float32:
       raise ValueError(f"oneDNN's LSTM runs float32 only; {name} is {a.dtype}.")
+  (b, _, d), h = xs.shape, params["w_h"].shape[0]
+  want = {"w_x": (d, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,), "c": (b, h), "h": (b, h)}
+  for name, a in (*params.items(), ("c", c0), ("h", h0)):
+    if tuple(a.shape) != want[name]:
+      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
+                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
   return _lstm(dict(params), xs, (c0, h0), bool(reverse))

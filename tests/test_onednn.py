@@ -128,6 +128,24 @@ def test_onednn_true_says_why_it_cannot_run(cell, kwargs, message):
   assert str(info.value).endswith("Leave onednn None or False.")
 
 
+@needs_onednn
+def test_onednn_lstm_refuses_mismatched_shapes():
+  params, xs, (c, h) = problem(5)
+  with pytest.raises(ValueError, match=r"c has shape \(2, 4\); xs \(3, 6, 5\) and w_h "
+                                       r"\(4, 16\) ask for \(3, 4\)\."):
+    onednn.lstm(params, xs, (c[:2], h))
+  with pytest.raises(ValueError, match="oneDNN's LSTM takes the parameters w_x, w_h and b "
+                                       "only, not \\['p_i'\\]"):
+    onednn.lstm({**params, "p_i": c[0]}, xs, (c, h))
+  # the custom call checks too (it writes through raw pointers)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call("onednn_lstm_fwd", (f32(3, 6, 4), f32(3, 4), f32(3, 4),
+                                              jax.ShapeDtypeStruct((8,), jnp.uint8)))
+  with pytest.raises(Exception, match="do not match xs"):
+    jax.block_until_ready(call(xs, c[:2], h, params["w_x"], params["w_h"], params["b"],
+                               reverse=np.int32(0)))
+
+
 def test_onednn_none_runs_the_scan_where_onednn_cannot():
   params, xs, carry = problem(5)
   lengths = np.array([6, 2, 4])

@@ -27,9 +27,8 @@
 // own mutex.
 
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -215,6 +214,23 @@ std::string FmtDesc(const memory::desc& md) {
   return os.str();
 }
 
+// The shapes every buffer must have for xs (N, T, C) and hidden size H: the kernel reads and
+// writes them through raw pointers, so a mismatch is refused here rather than overrun.
+bool Shaped(int64_t N, int64_t C, int64_t H, ffi::Buffer<ffi::F32>& c0,
+            ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h,
+            ffi::Buffer<ffi::F32>& b) {
+  auto is = [](auto dims, std::initializer_list<int64_t> want) {
+    if (dims.size() != want.size()) return false;
+    size_t i = 0;
+    for (int64_t w : want)
+      if (dims[i++] != w) return false;
+    return true;
+  };
+  return is(c0.dimensions(), {N, H}) &&
+         is(h0.dimensions(), {N, H}) && is(w_x.dimensions(), {C, 4 * H}) &&
+         is(w_h.dimensions(), {H, 4 * H}) && is(b.dimensions(), {4 * H});
+}
+
 ffi::Error LstmFwdImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b,
@@ -225,7 +241,11 @@ ffi::Error LstmFwdImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
     auto dims = xs.dimensions();
     if (dims.size() != 3) return ffi::Error::InvalidArgument("xs must be (B, T, D)");
     int64_t N = dims[0], T = dims[1], C = dims[2];
+    if (h0.dimensions().size() != 2) return ffi::Error::InvalidArgument("h0 must be (B, H)");
     int64_t H = h0.dimensions()[1];
+    if (!Shaped(N, C, H, c0, h0, w_x, w_h, b))
+      return ffi::Error::InvalidArgument("c0, h0 (B, H), w_x (D, 4H), w_h (H, 4H), b (4H,) "
+                                         "do not match xs (B, T, D)");
     Entry* e = GetEntry(T, N, C, H, reverse != 0);
     std::lock_guard<std::mutex> lock(e->mu);
     if (ws->size_bytes() < e->fwd_pd.workspace_desc().get_size())
@@ -271,7 +291,11 @@ ffi::Error LstmBwdImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
     auto dims = xs.dimensions();
     if (dims.size() != 3) return ffi::Error::InvalidArgument("xs must be (B, T, D)");
     int64_t N = dims[0], T = dims[1], C = dims[2];
+    if (h0.dimensions().size() != 2) return ffi::Error::InvalidArgument("h0 must be (B, H)");
     int64_t H = h0.dimensions()[1];
+    if (!Shaped(N, C, H, c0, h0, w_x, w_h, b))
+      return ffi::Error::InvalidArgument("c0, h0 (B, H), w_x (D, 4H), w_h (H, 4H), b (4H,) "
+                                         "do not match xs (B, T, D)");
     Entry* e = GetEntry(T, N, C, H, reverse != 0);
     std::lock_guard<std::mutex> lock(e->mu);
     e->InitBwd(T, N, C, H);
