@@ -38,7 +38,8 @@ SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "lstm_ffi.cc"
 LIBRARY_DIST, HEADERS_DIST = "onednn-cpu-gomp", "onednn-devel-cpu-gomp"
 INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 "
                 "(or the extra rnnlab[onednn])")
-_TARGETS = {"onednn_lstm_fwd": "OnednnLstmFwd", "onednn_lstm_bwd": "OnednnLstmBwd"}
+_TARGETS = {"onednn_lstm_fwd": "OnednnLstmFwd", "onednn_lstm_infer": "OnednnLstmInfer",
+            "onednn_lstm_bwd": "OnednnLstmBwd"}
 
 
 def _dist_file(dist: str, suffix: str) -> pathlib.Path | None:
@@ -185,7 +186,15 @@ def _forward(params, xs, carry, reverse):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _lstm(params, xs, carry, reverse):
-  ys, h_t, c_t, _ = _forward(params, xs, carry, reverse)
+  # Nothing differentiates this call: oneDNN's forward_inference, without the workspace
+  # (several times the size of ys) that training keeps for backward.
+  c0, h0 = carry
+  b, t, _ = xs.shape
+  h = h0.shape[-1]
+  ys, h_t, c_t = jax.ffi.ffi_call(
+      "onednn_lstm_infer", (_f32((b, t, h)), _f32((b, h)), _f32((b, h))),
+      vmap_method="sequential")(xs, c0, h0, params["w_x"], params["w_h"], params["b"],
+                                reverse=np.int32(reverse))
   return (c_t, h_t), ys
 
 

@@ -82,9 +82,13 @@ def test_the_onednn_call_is_the_one_that_runs():
   """The comparisons above would pass trivially if onednn=True quietly fell back."""
   params, xs, carry = problem(5)
   for flag in (True, False):
-    hlo = jax.jit(lambda p, x, c: engine.scan("lstm", p, x, carry=c, onednn=flag)).lower(
-        params, xs, carry).as_text()
-    assert ("onednn_lstm_fwd" in hlo) == flag
+    run = lambda p, x, c, flag=flag: engine.scan("lstm", p, x, carry=c, onednn=flag)
+    hlo = jax.jit(run).lower(params, xs, carry).as_text()
+    # a call nothing differentiates runs forward_inference, without the workspace
+    assert ("onednn_lstm_infer" in hlo) == flag and "onednn_lstm_fwd" not in hlo
+    hlo = jax.jit(jax.grad(loss(run))).lower(params, xs, carry).as_text()
+    assert ("onednn_lstm_fwd" in hlo and "onednn_lstm_bwd" in hlo) == flag
+    assert "onednn_lstm_infer" not in hlo
 
 
 @needs_onednn

@@ -16,6 +16,8 @@
 //
 // Targets (attribute reverse: 0 left-to-right, 1 right-to-left):
 //   onednn_lstm_fwd(xs, c0, h0, w_x, w_h, b) -> (ys, hT, cT, workspace u8[ws_bytes])
+//   onednn_lstm_infer(xs, c0, h0, w_x, w_h, b) -> (ys, hT, cT)   (no workspace: nothing
+//       differentiates the call)
 //   onednn_lstm_bwd(xs, c0, h0, w_x, w_h, b, ys, hT, cT, workspace, dys, dhT, dcT)
 //       -> (dxs, dc0, dh0, dw_x, dw_h, db)
 // and the C functions onednn_lstm_workspace_bytes(T, N, C, H, reverse) (Python sizes the
@@ -137,6 +139,10 @@ struct Entry {
   bool diff_wl_plain = true, diff_wi_plain = true;
   memory diff_wl_buf, diff_wi_buf;
   WeightSlot diff_wl_back, diff_wi_back;  // reorders of the diff weights back to ldigo
+  bool inf_ready = false;  // forward_inference: no workspace, for calls nothing differentiates
+  dnnl::lstm_forward::primitive_desc inf_pd;
+  dnnl::lstm_forward inf;
+  WeightSlot inf_wl, inf_wi;
 
   dnnl::rnn_direction dir;
 
@@ -154,6 +160,20 @@ struct Entry {
     scratch.Reserve(fwd_pd.scratchpad_desc());
     fwd_wl.Init(d.wl_user, fwd_pd.weights_layer_desc(), scratch);
     fwd_wi.Init(d.wi_user, fwd_pd.weights_iter_desc(), scratch);
+  }
+
+  void InitInf(int64_t C, int64_t H) {
+    if (inf_ready) return;
+    memory::desc wl_any({1, 1, C, 4, H}, dt::f32, tag::any);
+    memory::desc wi_any({1, 1, H, 4, H}, dt::f32, tag::any);
+    inf_pd = dnnl::lstm_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_inference, dir, d.src_layer, d.src_iter, d.src_iter,
+        wl_any, wi_any, d.bias, d.dst_layer, d.dst_iter, d.dst_iter, UserScratchpad());
+    inf = dnnl::lstm_forward(inf_pd);
+    scratch.Reserve(inf_pd.scratchpad_desc());
+    inf_wl.Init(d.wl_user, inf_pd.weights_layer_desc(), scratch);
+    inf_wi.Init(d.wi_user, inf_pd.weights_iter_desc(), scratch);
+    inf_ready = true;
   }
 
   void InitBwd(int64_t T, int64_t N, int64_t C, int64_t H) {
@@ -277,6 +297,49 @@ ffi::Error LstmFwdImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
   return ffi::Error::Success();
 }
 
+ffi::Error LstmInferImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
+                         ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                         ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b,
+                         ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> hT,
+                         ffi::ResultBuffer<ffi::F32> cT, int32_t reverse) {
+  try {
+    auto dims = xs.dimensions();
+    if (dims.size() != 3) return ffi::Error::InvalidArgument("xs must be (B, T, D)");
+    int64_t N = dims[0], T = dims[1], C = dims[2];
+    if (h0.dimensions().size() != 2) return ffi::Error::InvalidArgument("h0 must be (B, H)");
+    int64_t H = h0.dimensions()[1];
+    if (!Shaped(N, C, H, c0, h0, w_x, w_h, b))
+      return ffi::Error::InvalidArgument("c0, h0 (B, H), w_x (D, 4H), w_h (H, 4H), b (4H,) "
+                                         "do not match xs (B, T, D)");
+    Entry* e = GetEntry(T, N, C, H, reverse != 0);
+    std::lock_guard<std::mutex> lock(e->mu);
+    e->InitInf(C, H);
+    auto& d = e->d;
+    auto& eng = Engine();
+    memory wl = e->inf_wl.Get(d.wl_user, w_x.typed_data(), e->scratch);
+    memory wi = e->inf_wi.Get(d.wi_user, w_h.typed_data(), e->scratch);
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC_LAYER, memory(d.src_layer, eng, xs.typed_data())},
+        {DNNL_ARG_SRC_ITER, memory(d.src_iter, eng, h0.typed_data())},
+        {DNNL_ARG_SRC_ITER_C, memory(d.src_iter, eng, c0.typed_data())},
+        {DNNL_ARG_WEIGHTS_LAYER, wl},
+        {DNNL_ARG_WEIGHTS_ITER, wi},
+        {DNNL_ARG_BIAS, memory(d.bias, eng, b.typed_data())},
+        {DNNL_ARG_DST_LAYER, memory(d.dst_layer, eng, ys->typed_data())},
+        {DNNL_ARG_DST_ITER, memory(d.dst_iter, eng, hT->typed_data())},
+        {DNNL_ARG_DST_ITER_C, memory(d.dst_iter, eng, cT->typed_data())},
+        {DNNL_ARG_SCRATCHPAD, e->scratch.For(e->inf_pd.scratchpad_desc())},
+    };
+    e->inf.execute(Stream(), args);
+    Stream().wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("oneDNN lstm inference: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error::Internal(std::string("lstm inference: ") + err.what());
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error LstmBwdImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b,
@@ -363,6 +426,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmFwd, LstmFwdImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hT
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cT
                                   .Ret<ffi::Buffer<ffi::U8>>()   // workspace
+                                  .Attr<int32_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmInfer, LstmInferImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hT
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cT
                                   .Attr<int32_t>("reverse"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmBwd, LstmBwdImpl,
