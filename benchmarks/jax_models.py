@@ -21,6 +21,7 @@ from benchmarks import experiments
 from benchmarks.harness import Workload
 from rnnlab import cells
 from rnnlab import engine
+from rnnlab import onednn
 
 # Flax's own cells: the fused-gate LSTM, and the GRU / Elman cells nn.RNN ships.
 FLAX_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
@@ -47,6 +48,22 @@ def _fused(cell: str, hidden: int, *, remat: bool = False):
   return rnnlab_model(cell, hidden, remat=remat, fused=True)
 
 
+def _onednn(cell: str, hidden: int, *, remat: bool = False):
+  """rnnlab with oneDNN's fused LSTM forced on (``engine.scan(onednn=True)``, CPU only): the
+  plain lstm, float32, full-length sequences, as this harness runs it."""
+  if cell != "lstm":
+    raise ValueError(f"rnnlab_onednn runs the plain lstm only, not {cell!r}.")
+  if remat:
+    raise ValueError("remat does not apply to rnnlab_onednn (oneDNN keeps its own workspace).")
+  ok, why = onednn.available()
+  if not ok:
+    raise ValueError(f"rnnlab_onednn cannot run here: {why}")
+  stack = engine.make_stack(cell, hidden)
+  init = lambda key, xs: engine.init_stack(key, stack, xs.shape[-1])
+  apply = lambda params, xs: engine.apply_stack(stack, params, xs, onednn=True)[1]
+  return init, apply
+
+
 def _linear_form(parallel: bool):
   """rnnlab with a linear cell's form forced: associative scan (True) or sequential (False)."""
   def model(cell: str, hidden: int, *, remat: bool = False):
@@ -65,7 +82,8 @@ def flax_model(cell: str, hidden: int, *, remat: bool = False):
 
 
 MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form(True),
-          "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused, **experiments.MODELS}
+          "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused,
+          "rnnlab_onednn": _onednn, **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

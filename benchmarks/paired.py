@@ -80,7 +80,7 @@ from benchmarks import harness, speed, worker
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
-VARIANTS = ("rnnlab_fused",)
+VARIANTS = ("rnnlab_fused", "rnnlab_onednn")
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -98,7 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="the older view: rnnlab and Flax in this one process, calls alternated")
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
-                 "rnnlab_fused (the fused backward pass forced on); "
+                 "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
+                 "fused LSTM forced on: --cells lstm, --device cpu, the rnnlab[onednn] extra); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -156,6 +157,10 @@ def _resolve(args):
       raise ValueError("--frameworks names torch, but torch is not installed here "
                        "(pip install -e '.[torch]'); or leave it out: --frameworks "
                        "rnnlab,flax.")
+    if "rnnlab_onednn" in args.frameworks and (set(args.cells) != {"lstm"}
+                                               or args.device != "cpu"):
+      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm on the "
+                       "CPU only: give --cells lstm (and --device cpu).")
     speed._check_positive(args, "rounds", "steps_per_round", "timeout")
   speed.check_threads(args.threads)
   if args.warmup < 0:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab import cells as cells_lib
+from rnnlab import onednn as onednn_lib
 from rnnlab.checks import check_int
 
 
@@ -79,10 +80,11 @@ def resolve_unroll(unroll) -> int:
 
 def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
   """The engine fields of a ``config.model`` (``unroll``, ``parallel``, ``fused``, ``cudnn``,
-  ``cell_options`` of ``cell``): ValueError naming the field and what is valid. ``zoneout``
-  and ``recurrent_dropout``: whether the model runs the scan with them (they rule out the
-  fused pass and cuDNN)."""
+  ``onednn``, ``cell_options`` of ``cell``): ValueError naming the field and what is valid.
+  ``zoneout`` and ``recurrent_dropout``: whether the model runs the scan with them (they rule
+  out the fused pass, cuDNN and oneDNN)."""
   fused, cudnn = model_cfg.get("fused"), model_cfg.get("cudnn")
+  onednn_flag = model_cfg.get("onednn")
   try:
     resolve_unroll(model_cfg.unroll)
     resolve_parallel(model_cfg.cell, model_cfg.parallel)
@@ -90,6 +92,9 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
                   recurrent_mask=True if recurrent_dropout else None)
     if cudnn not in (None, True, False):
       raise ValueError(f"cudnn must be None (where it applies), True or False; got {cudnn!r}.")
+    if onednn_flag not in (None, True, False):
+      raise ValueError(f"onednn must be None (where it applies), True or False; got "
+                       f"{onednn_flag!r}.")
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   cells_lib.check_options(model_cfg.cell, model_cfg.cell_options)
@@ -108,6 +113,26 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
     if blockers:
       raise ValueError(f"model.cudnn=True cannot run here: {'; '.join(blockers)}. Leave "
                        "model.cudnn None or False.")
+  if onednn_flag:  # as for cudnn: masks and lengths are checked where the scan runs
+    options = cells_lib.set_options(model_cfg.cell_options)
+    blockers = [why for blocked, why in (
+        (model_cfg.cell != "lstm", f"oneDNN runs the plain lstm, not {model_cfg.cell!r}"),
+        (bool(options.get("peepholes")), "oneDNN's LSTM has no peepholes"),
+        (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
+         f"model.dtype={model_cfg.get('dtype')!r}"),
+        (zoneout, "it does not take zoneout"),
+        (recurrent_dropout, "it does not take recurrent dropout"),
+        (bool(fused), "it does not take model.fused=True"),
+        (bool(cudnn), "it does not take model.cudnn=True"),
+        (jax.default_backend() != "cpu",
+         f"it runs on the CPU only (the backend is {jax.default_backend()})")) if blocked]
+    if not blockers:
+      ok, why = onednn_lib.available()
+      if not ok:
+        blockers.append(why)
+    if blockers:
+      raise ValueError(f"model.onednn=True cannot run here: {'; '.join(blockers)}. Leave "
+                       "model.onednn None or False.")
 
 
 def to_time_major(a, batch_shape, reverse: bool = False):
@@ -397,6 +422,58 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
   return (c_n[0], h_n[0]), y
 
 
+# What ``onednn=None`` means where oneDNN applies: off until a paired benchmark
+# (python -m benchmarks.paired --frameworks rnnlab,rnnlab_onednn,...) says it pays on the CPUs
+# the runs use; its training workspace is also several times the scan's residuals.
+ONEDNN_DEFAULT = False
+
+
+def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturbation=None,
+                   return_carries=False, recurrent_mask=None, zoneout=None, fused=None,
+                   cudnn=None) -> bool:
+  """Whether ``scan`` runs ``cell`` as oneDNN's fused LSTM on the CPU (``rnnlab.onednn``).
+
+  It applies to the plain ``lstm`` (no peepholes) in float32 on the CPU backend, over
+  full-length sequences (no ``lengths``, no ``mask``: oneDNN's LSTM takes no sequence
+  lengths), forward or reverse, from any initial carry, where the oneDNN wheels and g++ are
+  installed (``onednn.available()``); not with a perturbation, per-step carries, recurrent
+  dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply (oneDNN keeps
+  its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
+  where it applies, else the scan; True forces it (an error saying why where it cannot
+  run); False never."""
+  if onednn not in (None, True, False):
+    raise ValueError(f"onednn must be None (where it applies), True or False; got {onednn!r}.")
+  if onednn is False or (onednn is None and not ONEDNN_DEFAULT):
+    return False
+  cell = cells_lib.get_cell(cell)
+  blockers = []
+  if cell.name != "lstm" or any(k.startswith("p_") for k in params):
+    blockers.append(f"oneDNN runs the plain lstm without peepholes, not {cell.name!r}"
+                    + (" with peepholes" if cell.name == "lstm" else ""))
+  others = sorted({str(a.dtype) for a in (xs, *jax.tree.leaves(params))} - {"float32"})
+  if others:  # inputs and parameters alike: the kernel reads float32 buffers
+    blockers.append(f"it runs float32 only, not {'/'.join(others)}")
+  for given, what in ((lengths is not None, "lengths (full-length sequences only)"),
+                      (mask is not None, "a mask (full-length sequences only)"),
+                      (perturbation is not None, "a perturbation"),
+                      (return_carries, "return_carries"),
+                      (recurrent_mask is not None, "recurrent dropout"),
+                      (zoneout is not None, "zoneout"), (bool(fused), "fused=True"),
+                      (bool(cudnn), "cudnn=True")):
+    if given:
+      blockers.append(f"it does not take {what}")
+  if jax.default_backend() != "cpu":
+    blockers.append(f"it runs on the CPU only (the backend is {jax.default_backend()})")
+  if not blockers:  # only now: the first call builds the library
+    ok, why = onednn_lib.available()
+    if not ok:
+      blockers.append(why)
+  if onednn and blockers:
+    raise ValueError(f"onednn=True cannot run here: {'; '.join(blockers)}. Leave onednn None "
+                     "or False.")
+  return not blockers
+
+
 def _check_dtypes(xs, params, carry):
   """The step computes in the promoted dtype of inputs and parameters; a carry of another
   dtype would change type through time, which lax.scan refuses with a raw error."""
@@ -414,7 +491,7 @@ def _check_dtypes(xs, params, carry):
 
 def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False, unroll=None,
          remat=False, return_carries=False, perturbation=None, hoist=None, parallel=None,
-         recurrent_mask=None, zoneout=None, fused=None, cudnn=None):
+         recurrent_mask=None, zoneout=None, fused=None, cudnn=None, onednn=None):
   """Runs ``cell`` over ``xs`` for one layer and direction.
 
   Args:
@@ -454,6 +531,9 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
       leaf (c and h of an LSTM). Either a number (evaluation: the expected weight, the
       zoneout rate) or the carry's structure with leaves (*batch, T, H) of 0/1 draws
       (training). 0 is the plain cell. Classic cells only.
+    fused, cudnn, onednn: the fused backward pass, cuDNN's LSTM (CUDA GPU) and oneDNN's
+      LSTM (CPU): None where they apply by default, True forces, False off; see
+      ``resolve_fused``, ``resolve_cudnn`` and ``resolve_onednn``.
 
   Returns:
     (final_carry, ys) or (final_carry, ys, carries); ys: (*batch, T, H), zero at
@@ -466,6 +546,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     raise ValueError(f"inputs have {xs.shape[-1]} features but the cell expects "
                      f"{cell.input_size(params)}.")
   batch_shape = xs.shape[:-2]
+  given_mask = mask
   mask = resolve_mask(xs, lengths, mask)
   if carry is None:
     carry = cell.init_carry(params, batch_shape)
@@ -486,6 +567,13 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
     final, ys = _cudnn_lstm(params, rows(xs), carry,
                             None if lengths is None else rows(jnp.asarray(lengths)), reverse)
+    unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
+    return jax.tree.map(unflat, final), unflat(ys)
+  if resolve_onednn(cell, onednn, params, xs, lengths=lengths, mask=given_mask,
+                    perturbation=perturbation, return_carries=return_carries,
+                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn):
+    rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
+    final, ys = onednn_lib.lstm(params, rows(xs), carry, reverse=reverse)
     unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
     return jax.tree.map(unflat, final), unflat(ys)
   linear = resolve_parallel(cell, parallel)
@@ -618,7 +706,8 @@ def init_carries(stack: Stack, params, batch_shape: Sequence[int]):
 
 def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=None,
                 reverse=False, unroll=None, remat=False, return_carries=False,
-                perturbations=None, hoist=None, parallel=None, fused=None, cudnn=None):
+                perturbations=None, hoist=None, parallel=None, fused=None, cudnn=None,
+                onednn=None):
   """Runs the stacked network.
 
   Args:
@@ -627,7 +716,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
     carries: initial carries, structure of ``init_carries``; zeros if None.
     reverse: reverse the direction of every layer (the "bwd" direction of a
       bidirectional layer then runs forward).
-    hoist, parallel, fused, cudnn: as in ``scan``.
+    hoist, parallel, fused, cudnn, onednn: as in ``scan``.
     perturbations: optional list over layers of {direction: (*batch, T, H)}
       (see ``scan``); the gradient w.r.t. it is dL/dh_t per layer and direction.
     unroll, remat, return_carries: as in ``scan``.
@@ -651,7 +740,7 @@ def apply_stack(stack: Stack, params, xs, *, carries=None, lengths=None, mask=No
                  **({"lengths": lengths} if lengths is not None else {"mask": valid}),
                  reverse=reverse ^ (d == "bwd"), unroll=unroll,
                  remat=remat, return_carries=return_carries, hoist=hoist, parallel=parallel,
-                 fused=fused, cudnn=cudnn,
+                 fused=fused, cudnn=cudnn, onednn=onednn,
                  perturbation=None if perturbations is None else perturbations[i][d])
       layer_final[d] = out[0]
       outs.append(out[1])

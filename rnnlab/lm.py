@@ -56,6 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
   #                                  engine.FUSED_DEFAULT where it applies
   c.cudnn = ml_collections.config_dict.placeholder(bool)  # plain lstm on cuDNN (CUDA GPU);
   #                                  None = engine.CUDNN_DEFAULT where it applies
+  c.onednn = ml_collections.config_dict.placeholder(bool)  # plain lstm on oneDNN (CPU; the
+  #                                  rnnlab[onednn] extra); None = engine.ONEDNN_DEFAULT where it applies
   c.embed_size = ml_collections.config_dict.placeholder(int)  # E; None = hidden_size
   c.dropout = 0.0                  # dropout on embeddings, between layers, before the readout
   c.variational = False            # those dropout masks locked over time (Gal & Ghahramani)
@@ -177,6 +179,7 @@ def apply(params, batch, *, task, model_cfg, train, rng, step, perturbations=Non
                            unroll=model_cfg.unroll, remat=model_cfg.remat,
                            parallel=model_cfg.parallel, recurrent_mask=mask, zoneout=zoneout,
                            fused=model_cfg.get("fused"), cudnn=model_cfg.get("cudnn"),
+                           onednn=model_cfg.get("onednn"),
                            perturbation=None if perturbations is None else perturbations[i]["fwd"])
     finals.append({"fwd": final})
     if drop:

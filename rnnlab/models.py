@@ -183,7 +183,7 @@ def _blocks_apply(params, batch, model_cfg, stack, train, rng, perturbations):
     _, u = engine.scan(stack.cell, layer["fwd"], _layer_norm(block["norm"], x), mask=valid,
                        unroll=model_cfg.unroll, remat=model_cfg.remat,
                        parallel=model_cfg.parallel, fused=model_cfg.get("fused"),
-                       cudnn=model_cfg.get("cudnn"),
+                       cudnn=model_cfg.get("cudnn"), onednn=model_cfg.get("onednn"),
                        perturbation=None if perturbations is None else perturbations[i]["fwd"])
     u = jax.nn.gelu(u) @ block["glu"]["kernel"] + block["glu"]["bias"]
     a, b = jnp.split(u, 2, axis=-1)
@@ -223,7 +223,8 @@ def _classifier_apply(params, batch, *, task, model_cfg, train, rng, step, pertu
                                   lengths=batch.get("lengths"), mask=batch.get("mask"),
                                   unroll=model_cfg.unroll, remat=model_cfg.remat,
                                   parallel=model_cfg.parallel, fused=model_cfg.get("fused"),
-                                  cudnn=model_cfg.get("cudnn"), perturbations=perturbations)
+                                  cudnn=model_cfg.get("cudnn"), onednn=model_cfg.get("onednn"),
+                                  perturbations=perturbations)
   features = engine.last_hidden(stack, finals) if task.output_mode == "last" else ys
   return features @ params["readout"]["kernel"] + params["readout"]["bias"]
 

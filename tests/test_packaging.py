@@ -83,6 +83,20 @@ def test_wheel_holds_every_rnnlab_module_and_nothing_else(built):
       f"the wheel holds more than rnnlab/ and its .dist-info: {sorted(tops)}")
 
 
+def test_wheel_holds_the_sources_rnnlab_compiles(built):
+  """rnnlab/onednn.py compiles rnnlab/_onednn/*.cc where it is first used, so the wheel must
+  ship them (pyproject's package-data), byte for byte."""
+  src, wheel = built
+  sources = sorted(p.relative_to(src).as_posix() for p in (src / "rnnlab").rglob("*.cc"))
+  assert "rnnlab/_onednn/lstm_ffi.cc" in sources
+  with zipfile.ZipFile(wheel) as zf:
+    names = set(zf.namelist())
+    missing = [s for s in sources if s not in names]
+    assert not missing, f"C++ sources missing from the wheel: {missing}"
+    for s in sources:
+      assert zf.read(s) == (src / s).read_bytes(), f"{s} differs in the wheel"
+
+
 def test_installed_wheel_imports_every_module(built, tmp_path):
   src, wheel = built
   target, cwd = tmp_path / "site", tmp_path / "cwd"

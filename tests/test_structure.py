@@ -11,7 +11,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "rnnlab"
 CORE = {"rnnlab.cells", "rnnlab.initializers", "rnnlab.engine", "rnnlab.layers",
         "rnnlab.gradflow", "rnnlab.torch_interop", "rnnlab.checks", "rnnlab.errors",
-        "rnnlab.plots", "rnnlab.run_folder", "rnnlab.lm"}
+        "rnnlab.plots", "rnnlab.run_folder", "rnnlab.lm", "rnnlab.onednn"}
 TRAINING = ("rnnlab.training", "rnnlab.sweeps")
 # Commands that act on a trained run (python -m ...): applications, not libraries.
 COMMANDS = {"rnnlab.sample"}

@@ -1,0 +1,252 @@
+"""rnnlab's plain LSTM through oneDNN's fused LSTM primitive on the CPU (an XLA FFI custom call).
+
+``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes, float32, full-length
+sequences) through ``lstm`` below instead of ``jax.lax.scan``; ``engine.resolve_onednn`` says
+where that applies. The C++ side is ``rnnlab/_onednn/lstm_ffi.cc`` (shipped with the
+package). On first use it is compiled with g++ against jaxlib's FFI headers and the oneDNN
+wheels of the optional extra ``rnnlab[onednn]``:
+
+  pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0
+
+(oneDNN v3.2 with the plain OpenMP runtime; the newer ``onednn`` wheel is built for the SYCL
+runtime and cannot create a CPU engine from pip wheels alone). The library goes to a per-user
+cache, ``$XDG_CACHE_HOME/rnnlab`` or ``~/.cache/rnnlab`` (``RNNLAB_CACHE_DIR`` overrides),
+in a folder named by a hash of the source, the jax/jaxlib versions and the oneDNN library it
+links, so a changed source or a new venv builds anew; a build is written under a temporary
+name and renamed into place, so concurrent processes are safe. ``available()`` says whether
+all of that works here, and if not, why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "lstm_ffi.cc"
+LIBRARY_DIST, HEADERS_DIST = "onednn-cpu-gomp", "onednn-devel-cpu-gomp"
+INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 "
+                "(or the extra rnnlab[onednn])")
+_TARGETS = {"onednn_lstm_fwd": "OnednnLstmFwd", "onednn_lstm_infer": "OnednnLstmInfer",
+            "onednn_lstm_bwd": "OnednnLstmBwd"}
+
+
+def _dist_file(dist: str, suffix: str) -> pathlib.Path | None:
+  """The installed file of distribution ``dist`` whose path ends with ``suffix``, or None."""
+  try:
+    files = importlib.metadata.distribution(dist).files or []
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  for f in files:
+    if f.as_posix().endswith(suffix):
+      path = pathlib.Path(f.locate()).resolve()
+      if path.exists():
+        return path
+  return None
+
+
+def find_onednn() -> tuple[pathlib.Path | None, pathlib.Path | None]:
+  """(path of libdnnl.so.3, the include folder holding oneapi/dnnl/dnnl.hpp) of the installed
+  wheels; None for what is missing. The wheels put them under the environment's prefix
+  (lib/, include/); their RECORD files say where."""
+  lib = _dist_file(LIBRARY_DIST, "libdnnl.so.3")
+  header = _dist_file(HEADERS_DIST, "oneapi/dnnl/dnnl.hpp")
+  return lib, None if header is None else header.parents[2]
+
+
+def cache_dir() -> pathlib.Path:
+  """Where compiled libraries go: ``RNNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnlab``, else
+  ``~/.cache/rnnlab``."""
+  if os.environ.get("RNNLAB_CACHE_DIR"):
+    return pathlib.Path(os.environ["RNNLAB_CACHE_DIR"])
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "rnnlab"
+
+
+def _compiler() -> str | None:
+  return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
+  """The compiled FFI library, built into the cache on first use (RuntimeError if g++ fails)."""
+  source = SOURCE.read_bytes()
+  key = hashlib.sha256(b"\0".join([
+      source, jax.__version__.encode(), importlib.metadata.version("jaxlib").encode(),
+      str(lib).encode(), str(include).encode(), sys.version.encode()])).hexdigest()[:16]
+  folder = cache_dir() / f"onednn-{key}"
+  out = folder / "liblstm_ffi.so"
+  if out.exists():
+    return out
+  folder.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".liblstm_ffi-", suffix=".so", dir=folder)
+  os.close(fd)
+  # Linked against the soname file itself (the wheel's unversioned libdnnl.so is a copy, not
+  # a link); DT_RPATH (--disable-new-dtags) so that the loader finds it without
+  # LD_LIBRARY_PATH.
+  cmd = [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-isystem", jax.ffi.include_dir(),
+         "-isystem", str(include), str(SOURCE), "-o", tmp, str(lib),
+         f"-Wl,-rpath,{lib.parent}", "-Wl,--no-undefined", "-Wl,--disable-new-dtags"]
+  try:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+      raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n"
+                         f"{done.stderr[-3000:]}")
+    os.replace(tmp, out)  # atomic: a concurrent build of the same source wins or loses whole
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return out
+
+
+@functools.cache
+def _load():
+  """(the loaded ctypes library, None) with the FFI targets registered, or (None, reason)."""
+  if sys.platform != "linux":
+    return None, f"it is built for Linux only (this is {sys.platform})"
+  lib, include = find_onednn()
+  missing = [what for what, found in (
+      (f"the oneDNN library ({LIBRARY_DIST})", lib),
+      (f"the oneDNN headers ({HEADERS_DIST})", include), ("g++", _compiler())) if not found]
+  if missing:
+    return None, f"{' and '.join(missing)} not found; {INSTALL_HINT}"
+  try:
+    path = _build(lib, include, _compiler())
+    so = ctypes.CDLL(str(path))
+  except (OSError, RuntimeError) as e:
+    return None, f"the oneDNN LSTM library could not be built or loaded: {e}"
+  so.onednn_lstm_workspace_bytes.restype = ctypes.c_int64
+  so.onednn_lstm_workspace_bytes.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32]
+  so.onednn_lstm_info.restype = ctypes.c_int
+  so.onednn_lstm_info.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_int32, ctypes.c_char_p,
+                                                          ctypes.c_int64])
+  for name, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(so, symbol)), platform="cpu")
+  return so, None
+
+
+def available() -> tuple[bool, str]:
+  """(True, "") where ``lstm`` can run (the wheels, headers and g++ are here, and the library
+  builds and loads; the first call builds it), else (False, why)."""
+  so, reason = _load()
+  return so is not None, reason or ""
+
+
+def _library():
+  so, reason = _load()
+  if so is None:
+    raise RuntimeError(f"oneDNN's LSTM is not available: {reason}")
+  return so
+
+
+@functools.cache
+def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool) -> int:
+  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem."""
+  size = _library().onednn_lstm_workspace_bytes(t, n, c, h, int(reverse))
+  if size < 0:
+    raise RuntimeError(f"oneDNN could not create an LSTM for T={t}, B={n}, D={c}, H={h}.")
+  return int(size)
+
+
+def info(t: int, n: int, c: int, h: int, reverse: bool = False) -> str:
+  """Which oneDNN implementation and weight formats were picked for a problem (debugging)."""
+  buf = ctypes.create_string_buffer(4096)
+  rc = _library().onednn_lstm_info(t, n, c, h, int(reverse), buf, len(buf))
+  if rc != 0:
+    raise RuntimeError(buf.value.decode())
+  return buf.value.decode()
+
+
+def _f32(shape):
+  return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+
+
+def _forward(params, xs, carry, reverse):
+  """(ys, h_T, c_T, workspace) from the forward custom call."""
+  c0, h0 = carry
+  b, t, d = xs.shape
+  h = h0.shape[-1]
+  out_types = (_f32((b, t, h)), _f32((b, h)), _f32((b, h)),
+               jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse),), jnp.uint8))
+  # vmap_method="sequential": under jax.vmap (rnnlab's vmapped sweeps) the call runs once
+  # per vmapped element.
+  return jax.ffi.ffi_call("onednn_lstm_fwd", out_types, vmap_method="sequential")(
+      xs, c0, h0, params["w_x"], params["w_h"], params["b"], reverse=np.int32(reverse))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _lstm(params, xs, carry, reverse):
+  # Nothing differentiates this call: oneDNN's forward_inference, without the workspace
+  # (several times the size of ys) that training keeps for backward.
+  c0, h0 = carry
+  b, t, _ = xs.shape
+  h = h0.shape[-1]
+  ys, h_t, c_t = jax.ffi.ffi_call(
+      "onednn_lstm_infer", (_f32((b, t, h)), _f32((b, h)), _f32((b, h))),
+      vmap_method="sequential")(xs, c0, h0, params["w_x"], params["w_h"], params["b"],
+                                reverse=np.int32(reverse))
+  return (c_t, h_t), ys
+
+
+def _lstm_fwd(params, xs, carry, reverse):
+  ys, h_t, c_t, ws = _forward(params, xs, carry, reverse)
+  return ((c_t, h_t), ys), (params, xs, carry, ys, h_t, c_t, ws)
+
+
+def _lstm_bwd(reverse, res, cts):
+  params, xs, (c0, h0), ys, h_t, c_t, ws = res
+  (dc_t, dh_t), dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
+  like = lambda a: _f32(a.shape)
+  dxs, dc0, dh0, dw_x, dw_h, db = jax.ffi.ffi_call(
+      "onednn_lstm_bwd",
+      (like(xs), like(c0), like(h0), like(params["w_x"]), like(params["w_h"]),
+       like(params["b"])), vmap_method="sequential")(
+      xs, c0, h0, params["w_x"], params["w_h"], params["b"], ys, h_t, c_t, ws, dys, dh_t, dc_t,
+      reverse=np.int32(reverse))
+  return {"w_x": dw_x, "w_h": dw_h, "b": db}, dxs, (dc0, dh0)
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def lstm(params, xs, carry, reverse: bool = False):
+  """The plain ``lstm`` cell over full-length sequences, through oneDNN.
+
+  Args:
+    params: the cell's parameters w_x (D, 4H), w_h (H, 4H), b (4H,), gates (i, f, g, o);
+      no peepholes.
+    xs: (B, T, D) inputs.
+    carry: (c, h), each (B, H): the initial carry, rnnlab's order.
+    reverse: run from t = T-1 down to 0 (outputs stay aligned with inputs).
+
+  Returns:
+    ((c_T, h_T), ys), ys (B, T, H): what ``engine.scan("lstm", ...)`` returns. Differentiable
+    in params, xs and carry. Everything must be float32.
+  """
+  extra = sorted(set(params) - {"w_x", "w_h", "b"})
+  if extra:
+    raise ValueError(f"oneDNN's LSTM takes the parameters w_x, w_h and b only, not {extra} "
+                     "(peepholes).")
+  if xs.ndim != 3:
+    raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
+  c0, h0 = carry
+  for name, a in (("xs", xs), ("c", c0), ("h", h0), *params.items()):
+    if a.dtype != jnp.float32:
+      raise ValueError(f"oneDNN's LSTM runs float32 only; {name} is {a.dtype}.")
+  (b, _, d), h = xs.shape, params["w_h"].shape[0]
+  want = {"w_x": (d, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,), "c": (b, h), "h": (b, h)}
+  for name, a in (*params.items(), ("c", c0), ("h", h0)):
+    if tuple(a.shape) != want[name]:
+      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
+                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
+  return _lstm(dict(params), xs, (c0, h0), bool(reverse))

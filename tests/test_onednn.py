@@ -1,0 +1,249 @@
+"""The oneDNN path of the plain LSTM (``engine.scan(onednn=True)`` on the CPU, ``rnnlab.onednn``).
+
+oneDNN's fused LSTM runs as an XLA FFI custom call, so these tests run the real kernel and
+must give the scan path's numbers: outputs, final carries and the gradients wrt parameters,
+inputs and initial carry, under jit and vmap. Without the oneDNN wheels (the rnnlab[onednn]
+extra; requirements-dev.txt installs them) or g++ they are skipped with the reason
+``onednn.available()`` gives; the refusals are tested either way."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlab import engine, onednn
+from test_engine import random_params
+
+B, T = 3, 6
+OK, WHY = onednn.available()
+needs_onednn = pytest.mark.skipif(not OK, reason=f"oneDNN unavailable: {WHY}")
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def plain_lstm(d, seed=0):
+  """The lstm's parameters without peepholes, every entry random."""
+  return {k: v for k, v in random_params("lstm", seed=seed, d=d).items()
+          if not k.startswith("p_")}
+
+
+def problem(d, batch=(B,), seed=2):
+  params = plain_lstm(d)
+  rng = np.random.default_rng(seed)
+  xs = rng.normal(size=(*batch, T, d)).astype(np.float32)
+  h_size = params["w_h"].shape[0]
+  carry = tuple(rng.normal(scale=0.5, size=(*batch, h_size)).astype(np.float32)
+                for _ in range(2))
+  return params, xs, carry
+
+
+def loss(f):
+  """A scalar of everything f returns, every output weighted differently."""
+  return lambda *a: sum(jnp.sum(jnp.sin(o * (i + 1))) for i, o in
+                        enumerate(jax.tree.leaves(f(*a))))
+
+
+def assert_close(got, want):
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
+
+
+@needs_onednn
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("d", [5, 4], ids=["D!=H", "D==H"])  # test_engine's H is 4
+def test_onednn_gives_the_scan_numbers_and_gradients(d, reverse):
+  params, xs, carry = problem(d)
+  run = lambda flag: jax.jit(lambda p, x, c: engine.scan("lstm", p, x, carry=c, reverse=reverse,
+                                                         onednn=flag))
+  assert_close(run(True)(params, xs, carry), run(False)(params, xs, carry))
+  grads = lambda flag: jax.jit(jax.grad(loss(run(flag)), argnums=(0, 1, 2)))(params, xs, carry)
+  assert_close(grads(True), grads(False))
+
+
+@needs_onednn
+def test_onednn_under_vmap_and_with_several_batch_dims():
+  """Vmapped over parameters and inputs (as rnnlab's vmapped sweeps run it: the custom call
+  runs once per element), and with (2, B) batch dimensions folded into one."""
+  params, xs, carry = problem(5, batch=(2, B))
+  params = jax.tree.map(lambda a: np.stack([a, 0.5 * a]), params)
+
+  def run(flag):
+    f = lambda p, x, c: engine.scan("lstm", p, x, carry=c, onednn=flag)
+    return jax.jit(jax.vmap(f))
+
+  assert_close(run(True)(params, xs, carry), run(False)(params, xs, carry))
+  grads = lambda flag: jax.grad(loss(run(flag)), argnums=(0, 1, 2))(params, xs, carry)
+  assert_close(grads(True), grads(False))
+  # several batch dimensions without vmap, and the zero initial carry
+  f = lambda flag: engine.scan("lstm", jax.tree.map(lambda a: a[0], params), xs, onednn=flag)
+  assert_close(f(True), f(False))
+
+
+@needs_onednn
+def test_the_onednn_call_is_the_one_that_runs():
+  """The comparisons above would pass trivially if onednn=True quietly fell back."""
+  params, xs, carry = problem(5)
+  for flag in (True, False):
+    run = lambda p, x, c, flag=flag: engine.scan("lstm", p, x, carry=c, onednn=flag)
+    hlo = jax.jit(run).lower(params, xs, carry).as_text()
+    # a call nothing differentiates runs forward_inference, without the workspace
+    assert ("onednn_lstm_infer" in hlo) == flag and "onednn_lstm_fwd" not in hlo
+    hlo = jax.jit(jax.grad(loss(run))).lower(params, xs, carry).as_text()
+    assert ("onednn_lstm_fwd" in hlo and "onednn_lstm_bwd" in hlo) == flag
+    assert "onednn_lstm_infer" not in hlo
+
+
+@needs_onednn
+def test_apply_stack_takes_onednn():
+  stack = engine.make_stack("lstm", 4, num_layers=2, bidirectional=True)
+  params = engine.init_stack(jax.random.key(0), stack, 5)
+  xs = np.random.default_rng(0).normal(size=(B, T, 5)).astype(np.float32)
+  assert_close(engine.apply_stack(stack, params, xs, onednn=True),
+               engine.apply_stack(stack, params, xs, onednn=False))
+
+
+@pytest.mark.parametrize("cell,kwargs,message", [
+    ("gru", {}, "oneDNN runs the plain lstm without peepholes, not 'gru'"),
+    ("lstm", {"peepholes": True}, "not 'lstm' with peepholes"),
+    ("lstm", {"lengths": np.array([6, 2, 4])}, "it does not take lengths"),
+    ("lstm", {"mask": np.ones((B, T), bool)}, "it does not take a mask"),
+    ("lstm", {"perturbation": np.zeros((B, T, 4), np.float32)}, "it does not take a perturbation"),
+    ("lstm", {"return_carries": True}, "it does not take return_carries"),
+    ("lstm", {"zoneout": 0.1}, "it does not take zoneout"),
+    ("lstm", {"fused": True}, "it does not take fused=True"),
+    ("lstm", {"dtype": np.float64}, "it runs float32 only, not float64"),
+    ("lstm", {"dtype": jnp.bfloat16}, "it runs float32 only, not bfloat16"),
+    ("lstm", {"xs_dtype": jnp.bfloat16}, "it runs float32 only, not bfloat16"),
+])
+def test_onednn_true_says_why_it_cannot_run(cell, kwargs, message):
+  kwargs = dict(kwargs)
+  dtype = kwargs.pop("dtype", np.float32)
+  xs_dtype = kwargs.pop("xs_dtype", dtype)  # bfloat16 inputs, float32 parameters
+  peepholes = kwargs.pop("peepholes", False)
+  params = random_params(cell, d=5, dtype=dtype)
+  if not peepholes:
+    params = {k: v for k, v in params.items() if not k.startswith("p_")}
+  xs = np.zeros((B, T, 5), xs_dtype)
+  if xs_dtype != dtype:  # a carry of the computed dtype, as _check_dtypes asks
+    kwargs["carry"] = tuple(np.zeros((B, 4), np.float32) for _ in range(2))
+  with jax.enable_x64(dtype == np.float64):
+    with pytest.raises(ValueError) as info:
+      engine.scan(cell, params, jnp.asarray(xs), onednn=True, **kwargs)
+  assert str(info.value).startswith("onednn=True cannot run here: ")
+  assert message in str(info.value)
+  assert str(info.value).endswith("Leave onednn None or False.")
+
+
+@needs_onednn
+def test_onednn_lstm_refuses_mismatched_shapes():
+  params, xs, (c, h) = problem(5)
+  with pytest.raises(ValueError, match=r"c has shape \(2, 4\); xs \(3, 6, 5\) and w_h "
+                                       r"\(4, 16\) ask for \(3, 4\)\."):
+    onednn.lstm(params, xs, (c[:2], h))
+  with pytest.raises(ValueError, match="oneDNN's LSTM takes the parameters w_x, w_h and b "
+                                       "only, not \\['p_i'\\]"):
+    onednn.lstm({**params, "p_i": c[0]}, xs, (c, h))
+  # the custom call checks too (it writes through raw pointers)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call("onednn_lstm_fwd", (f32(3, 6, 4), f32(3, 4), f32(3, 4),
+                                              jax.ShapeDtypeStruct((8,), jnp.uint8)))
+  with pytest.raises(Exception, match="do not match xs"):
+    jax.block_until_ready(call(xs, c[:2], h, params["w_x"], params["w_h"], params["b"],
+                               reverse=np.int32(0)))
+
+
+def test_onednn_none_runs_the_scan_where_onednn_cannot():
+  params, xs, carry = problem(5)
+  lengths = np.array([6, 2, 4])
+  for kwargs in ({}, {"lengths": lengths}):
+    jax.tree.map(np.testing.assert_array_equal,
+                 engine.scan("lstm", params, xs, carry=carry, onednn=None, **kwargs),
+                 engine.scan("lstm", params, xs, carry=carry, onednn=False, **kwargs))
+  assert not engine.resolve_onednn("lstm", None, params, xs)  # ONEDNN_DEFAULT is off
+  with pytest.raises(ValueError, match="onednn must be None"):
+    engine.scan("lstm", params, xs, onednn="on")
+
+
+def test_unavailable_library_is_refused_saying_why(monkeypatch):
+  """Where the wheels or g++ are missing, onednn=True says so (and the install command)."""
+  monkeypatch.setattr(onednn, "available", lambda: (False, "g++ not found; pip install x"))
+  params, xs, _ = problem(5)
+  with pytest.raises(ValueError, match="onednn=True cannot run here: g.. not found; pip"):
+    engine.scan("lstm", params, xs, onednn=True)
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("library", "the oneDNN library (onednn-cpu-gomp) not found; pip install onednn-cpu-gomp"),
+    ("headers", "the oneDNN headers (onednn-devel-cpu-gomp) not found; pip install"),
+    ("g++", "g++ not found; pip install onednn-cpu-gomp==2023.2.0"),
+])
+def test_available_says_what_is_missing(monkeypatch, missing, message):
+  """``available()``'s reason names the missing piece and the install command (the cached
+  ``_load`` is called unwrapped: it stops before building or registering anything)."""
+  real = onednn._dist_file
+  monkeypatch.setattr(onednn, "_dist_file", lambda dist, suffix: None if (
+      (missing == "library" and dist == onednn.LIBRARY_DIST) or
+      (missing == "headers" and dist == onednn.HEADERS_DIST)) else real(dist, suffix))
+  if missing == "g++":
+    monkeypatch.setattr(onednn, "_compiler", lambda: None)
+  so, reason = onednn._load.__wrapped__()
+  assert so is None and message in reason
+
+
+@needs_onednn
+def test_concurrent_builds_leave_one_library(tmp_path, monkeypatch):
+  """Two builds racing into an empty cache both end with the same complete library and no
+  temporary files (each writes its own and renames it into place)."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("RNNLAB_CACHE_DIR", str(tmp_path))
+  lib, include = onednn.find_onednn()
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    paths = list(pool.map(lambda _: onednn._build(lib, include, onednn._compiler()), range(2)))
+  assert paths[0] == paths[1] and paths[0].parent.parent == tmp_path
+  assert [p.name for p in paths[0].parent.iterdir()] == ["liblstm_ffi.so"]
+  assert paths[0].name == "liblstm_ffi.so" and paths[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model.onednn": True, "model.cell": "gru"}, "oneDNN runs the plain lstm, not 'gru'"),
+    ({"model.onednn": True, "model.cell_options.peepholes": True}, "no peepholes"),
+    ({"model.onednn": True, "model.dtype": "bfloat16"}, "float32 only"),
+    ({"model.onednn": True, "model.fused": True}, "it does not take model.fused=True"),
+])
+def test_model_onednn_true_in_a_config_says_why_it_cannot_run(changes, message):
+  from conftest import small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab.errors import InvalidConfigError  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import job as job_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InvalidConfigError, match="model.onednn=True cannot run here: ") as info:
+    job_lib.build(small_config("adding", **changes))
+  assert message in str(info.value)
+
+
+@needs_onednn
+def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path):
+  """``model.onednn=True`` reaches the engine through the classifier and trains to the scan
+  path's numbers; the language model takes the field too and refuses it with zoneout."""
+  from conftest import quiet, small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab import lm  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer  # pylint: disable=g-import-not-at-top
+  losses = {}
+  for flag in (False, True):
+    config = small_config("adding", **{
+        "task.seq_len": 6, "task.eval_size": 16, "model.cell": "lstm", "model.hidden_size": 8,
+        "model.onednn": flag, "train.batch_size": 8, "train.num_steps": 4,
+        "train.log_every": 2, "train.eval_every": 4, "train.checkpoint_every": 4})
+    summary = trainer.train_and_evaluate(config, str(tmp_path / str(flag)), console=quiet)
+    losses[flag] = summary["final"]["eval/loss"]
+  assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+  cfg = lm.default_config()
+  cfg.onednn, cfg.zoneout = True, 0.1
+  with pytest.raises(ValueError, match="model.onednn=True cannot run here: it does not take "
+                                       "zoneout"):
+    lm.validate(cfg)
+
+
+def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_only():
+  from benchmarks import paired  # pylint: disable=g-import-not-at-top
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm",
+                            "--quick"])
+  assert "rnnlab_onednn" in args.frameworks
+  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm on the CPU"):
+    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,gru"])
