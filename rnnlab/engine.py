@@ -98,41 +98,36 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   cells_lib.check_options(model_cfg.cell, model_cfg.cell_options)
-  if cudnn:  # what a config decides; masks and the device are checked where the scan runs
-    options = cells_lib.set_options(model_cfg.cell_options)
-    blockers = [why for blocked, why in (
-        (model_cfg.cell != "lstm", f"cuDNN runs the plain lstm, not {model_cfg.cell!r}"),
-        (bool(options.get("peepholes")), "cuDNN's LSTM has no peepholes"),
-        (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
-         f"model.dtype={model_cfg.get('dtype')!r}"),
-        (zoneout, "it does not take zoneout"),
-        (recurrent_dropout, "it does not take recurrent dropout"),
-        (bool(fused), "it does not take model.fused=True"),
-        (jax.default_backend() != "gpu",
-         f"it needs a CUDA GPU (the backend is {jax.default_backend()})")) if blocked]
-    if blockers:
-      raise ValueError(f"model.cudnn=True cannot run here: {'; '.join(blockers)}. Leave "
-                       "model.cudnn None or False.")
-  if onednn_flag:  # as for cudnn: masks and lengths are checked where the scan runs
-    options = cells_lib.set_options(model_cfg.cell_options)
-    blockers = [why for blocked, why in (
-        (model_cfg.cell != "lstm", f"oneDNN runs the plain lstm, not {model_cfg.cell!r}"),
-        (bool(options.get("peepholes")), "oneDNN's LSTM has no peepholes"),
-        (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
-         f"model.dtype={model_cfg.get('dtype')!r}"),
-        (zoneout, "it does not take zoneout"),
-        (recurrent_dropout, "it does not take recurrent dropout"),
-        (bool(fused), "it does not take model.fused=True"),
-        (bool(cudnn), "it does not take model.cudnn=True"),
-        (jax.default_backend() != "cpu",
-         f"it runs on the CPU only (the backend is {jax.default_backend()})")) if blocked]
-    if not blockers:
-      ok, why = onednn_lib.available()
-      if not ok:
-        blockers.append(why)
-    if blockers:
-      raise ValueError(f"model.onednn=True cannot run here: {'; '.join(blockers)}. Leave "
-                       "model.onednn None or False.")
+  for field, on, vendor, device in (("cudnn", cudnn, "cuDNN", "gpu"),
+                                    ("onednn", onednn_flag, "oneDNN", "cpu")):
+    if on:  # what a config decides; masks and lengths are checked where the scan runs
+      _check_vendor_lstm_config(model_cfg, field, vendor, device, zoneout=zoneout,
+                                recurrent_dropout=recurrent_dropout)
+
+
+def _check_vendor_lstm_config(model_cfg, field, vendor, device, *, zoneout, recurrent_dropout):
+  """ValueError listing why ``model.<field>=True`` (a vendor's fused LSTM on ``device``, "gpu"
+  or "cpu") cannot run with this config, if it cannot."""
+  options = cells_lib.set_options(model_cfg.cell_options)
+  backend = jax.default_backend()
+  blockers = [why for blocked, why in (
+      (model_cfg.cell != "lstm", f"{vendor} runs the plain lstm, not {model_cfg.cell!r}"),
+      (bool(options.get("peepholes")), f"{vendor}'s LSTM has no peepholes"),
+      (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
+       f"model.dtype={model_cfg.get('dtype')!r}"),
+      (zoneout, "it does not take zoneout"),
+      (recurrent_dropout, "it does not take recurrent dropout"),
+      (bool(model_cfg.get("fused")), "it does not take model.fused=True"),
+      (field == "onednn" and bool(model_cfg.get("cudnn")), "it does not take model.cudnn=True"),
+      (backend != device, f"it needs a CUDA GPU (the backend is {backend})" if device == "gpu"
+       else f"it runs on the CPU only (the backend is {backend})")) if blocked]
+  if not blockers and field == "onednn":  # only now: the first call builds the library
+    ok, why = onednn_lib.available()
+    if not ok:
+      blockers.append(why)
+  if blockers:
+    raise ValueError(f"model.{field}=True cannot run here: {'; '.join(blockers)}. Leave "
+                     f"model.{field} None or False.")
 
 
 def to_time_major(a, batch_shape, reverse: bool = False):
