@@ -5,6 +5,7 @@
     python -m benchmarks.paired --cells lstm --batch 16 --length 100 --hidden 64 --rounds 3
     python -m benchmarks.paired --device gpu    # JAX on its GPU, torch on cuda (cuDNN)
     python -m benchmarks.paired --one_process   # the older view: rnnlab and Flax in one process
+    python -m benchmarks.paired --out FILE.json --resume  # go on with a grid cut off before
 
 Between separate runs, one point moves by 20-30% on a shared CPU (other jobs,
 frequency, thread placement), which swamps the differences asked about. So each
@@ -122,6 +123,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=OUT, help="results as JSON (the separate-process mode also "
                  "writes the rows as CSV next to it)")
+  p.add_argument("--resume", action="store_true",
+                 help="keep the points --out already holds (measured with the same "
+                      "frameworks, rounds, steps, warm-up, threads and device) and measure "
+                      "only the rest of the grid; a grid too long for one sitting")
   return _resolve(p.parse_args(argv))
 
 
@@ -129,6 +134,8 @@ def _resolve(args):
   """Fills the mode's defaults, turns comma lists into tuples and validates everything."""
   own, other = ((ONE_PROCESS_DEFAULTS, SEPARATE_DEFAULTS) if args.one_process
                 else (SEPARATE_DEFAULTS, ONE_PROCESS_DEFAULTS))
+  if args.one_process and args.resume:
+    raise ValueError("--resume applies to the separate-process mode only, not --one_process.")
   for name in other:
     if getattr(args, name) is not None:
       raise ValueError(f"--{name} " + ("does not apply to --one_process (rnnlab and flax, "
@@ -369,16 +376,20 @@ def point_report(rows, frameworks, head: bool) -> str:
   return "\n".join(lines)
 
 
-def run_separate(args, save=None) -> list[dict]:
+def run_separate(args, save=None, rows=()) -> list[dict]:
   """Every point of the grid, cell by cell; one worker per framework and cell (started
-  again at the next point if it died). ``save(rows)`` after each point."""
-  rows = []
+  again at the next point if it died). ``save(rows)`` after each point. ``rows``: rows
+  measured before (``--resume``); the points they complete are not measured again."""
+  rows = list(rows)
+  done = complete_points(rows, args)
   for cell in args.cells:
     servers = {}
     try:
       for h in args.hidden:
         for t in args.length:
           for b in args.batch:
+            if (cell, b, t, h) in done:
+              continue
             for fw in args.frameworks:
               if fw not in servers or not servers[fw].alive:
                 if fw in servers:
@@ -397,18 +408,80 @@ def run_separate(args, save=None) -> list[dict]:
   return rows
 
 
+# What a resumed run must share with the file it extends, so that its rows compare.
+RESUME_KEYS = ("frameworks", "rounds", "steps_per_round", "warmup", "threads", "device")
+
+
+def _point(row) -> tuple:
+  return row["cell"], row["batch"], row["length"], row["hidden"]
+
+
+def complete_points(rows, args) -> set[tuple]:
+  """(cell, B, T, H) of the points where every framework timed every mode in every round
+  without an error: what ``--resume`` keeps."""
+  rounds = {}
+  for r in rows:
+    if "error" not in r and "round" in r:
+      rounds.setdefault((_point(r), r["framework"], r["mode"]), set()).add(r["round"])
+  points = {key[0] for key in rounds}
+  return {p for p in points
+          if all(len(rounds.get((p, fw, m), ())) >= args.rounds
+                 for fw in args.frameworks for m in args.modes)}
+
+
+def load_for_resume(path: str, args) -> tuple[list[dict], list[dict]]:
+  """(rows to keep, the earlier runs' meta) from a results file of this mode; ([], [])
+  where it does not exist yet. ValueError, saying what differs, where it cannot be
+  extended: unreadable, another mode's file, or measured with other settings."""
+  if not os.path.exists(path):
+    return [], []
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    meta, rows = saved["meta"], saved["rows"]
+    before = meta["args"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"--resume: {path} is not a results file of benchmarks.paired that "
+                     f"can be read ({type(e).__name__}: {e}); give another --out, or move "
+                     "it away to start afresh.") from None
+  if before.get("one_process"):
+    raise ValueError(f"--resume: {path} holds a --one_process run; give another --out.")
+  plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # JSON keeps no tuples
+  differ = [f"{k}={plain(before.get(k))!r} there, {plain(getattr(args, k))!r} now"
+            for k in RESUME_KEYS if plain(before.get(k)) != plain(getattr(args, k))]
+  if differ:
+    raise ValueError(f"--resume: {path} was measured with other settings ({'; '.join(differ)}); "
+                     "its rows would not compare with new ones. Repeat its flags, or give "
+                     "another --out.")
+  done = complete_points(rows, args)
+  kept = [r for r in rows if _point(r) in done]
+  return kept, [*meta.get("earlier", []), {k: v for k, v in meta.items() if k != "earlier"}]
+
+
 def main_separate(args, argv) -> list[dict]:
   meta = speed._meta(args, argv)
   stem = args.out[:-len(".json")] if args.out.endswith(".json") else args.out
+  previous = []
+  if args.resume:  # a file that cannot be extended: one line, exit code 2, before any work
+    previous, meta["earlier"] = speed.parse_or_exit(
+        lambda path: load_for_resume(path, args), stem + ".json", "benchmarks.paired")
+    grid = {(c, b, t, h) for c in args.cells for b in args.batch for t in args.length
+            for h in args.hidden}
+    print(f"--resume: {len(complete_points(previous, args) & grid)} of the {len(grid)} "
+          f"points are in {stem}.json already; measuring the other "
+          f"{len(grid - complete_points(previous, args))}.", flush=True)
   print(f"{', '.join(args.frameworks)}: one worker process each, {args.rounds} rounds of "
         f"{args.steps_per_round} steps per point and mode, order rotated each round; "
         f"{args.threads} threads, device {args.device} (torch on {args.torch_device}). "
         f"Tokens/s: median (lowest-highest round); {speed.REFERENCE}/peer = t_peer / "
         f"t_{speed.REFERENCE} per round, median (lowest-highest); > 1: {speed.REFERENCE} "
         "is faster.", flush=True)
-  rows = run_separate(args, save=lambda rows: speed.write_results(rows, meta, stem))
+  rows = run_separate(args, save=lambda rows: speed.write_results(rows, meta, stem),
+                      rows=previous)
   meta["loadavg_end"] = os.getloadavg()
   print()
+  if previous:  # the whole table: this run printed only the points it measured
+    print(speed.speed_table(rows, args.frameworks, token_range=True))
   print(speed.ratio_summary(rows, args.frameworks))
   print(profile_summary(rows))
   paths = speed.write_results(rows, meta, stem)

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -280,6 +281,52 @@ def test_paired_profile_is_the_matmul_share_of_rnnlabs_step():
                          "the step, per round: 30% (30%-50%); everything else 70%")
   assert "matmuls are 30% of rnnlab's step (median over 1 point, range 30%-30%)" in \
       paired.profile_summary(rows)
+
+
+def _resume_args(tmp_path, *extra):
+  return paired.parse_args(["--frameworks", "rnnlab,flax", "--cells", "lstm", "--modes",
+                            "train", "--batch", "2", "--length", "5", "--hidden", "8,16",
+                            "--rounds", "3", "--threads", "1", "--out",
+                            str(tmp_path / "p.json"), "--resume", *extra])
+
+
+def test_paired_resume_keeps_complete_points_and_measures_the_rest(tmp_path, monkeypatch):
+  args = _resume_args(tmp_path)
+  done = _paired_rows({"rnnlab": [1.0] * 3, "flax": [1.0] * 3}, hidden=8)
+  short = _paired_rows({"rnnlab": [1.0] * 3, "flax": [1.0] * 2}, hidden=16)  # cut off
+  failed = [{**r, "hidden": 32} for r in done[:5]] + [
+      {"framework": "flax", "cell": "lstm", "mode": "train", "batch": 2, "length": 5,
+       "hidden": 32, "error": "timed out"}]
+  assert paired.complete_points(done + short + failed, args) == {("lstm", 2, 5, 8)}
+  speed.write_results(done + short + failed, speed._meta(args, []), str(tmp_path / "p"))
+  kept, earlier = paired.load_for_resume(str(tmp_path / "p.json"), args)
+  assert kept == done and len(earlier) == 1 and earlier[0]["args"]["rounds"] == 3
+
+  asked = []
+  monkeypatch.setattr(paired, "Server", lambda fw, args: types.SimpleNamespace(
+      alive=True, close=lambda: None))
+  monkeypatch.setattr(paired, "measure_point", lambda servers, args, point: asked.append(
+      point["hidden"]) or _paired_rows({"rnnlab": [2.0] * 3, "flax": [1.0] * 3},
+                                       hidden=point["hidden"]))
+  rows = paired.run_separate(args, rows=kept)
+  assert asked == [16]  # H = 8 was complete; H = 16 had 2 of flax's 3 rounds
+  assert paired.complete_points(rows, args) == {("lstm", 2, 5, 8), ("lstm", 2, 5, 16)}
+
+
+def test_paired_resume_refuses_a_file_it_cannot_extend(tmp_path):
+  args = _resume_args(tmp_path)
+  path = str(tmp_path / "p.json")
+  assert paired.load_for_resume(path, args) == ([], [])  # nothing yet: start afresh
+  speed.write_results([], speed._meta(_resume_args(tmp_path, "--warmup", "1"), []),
+                      str(tmp_path / "p"))
+  with pytest.raises(ValueError, match=r"other settings \(warmup=1 there, 2 now\)"):
+    paired.load_for_resume(path, args)
+  (tmp_path / "p.json").write_text('{"meta": {"ar')
+  with pytest.raises(ValueError, match="not a results file of benchmarks.paired that can be "
+                                       "read \\(JSONDecodeError"):
+    paired.load_for_resume(path, args)
+  with pytest.raises(ValueError, match="--resume applies to the separate-process mode only"):
+    paired.parse_args(["--one_process", "--resume"])
 
 
 @pytest.mark.parametrize("hoist", [False, True])
