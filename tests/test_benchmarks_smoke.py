@@ -449,3 +449,33 @@ def test_probes_run_and_refuse_bad_shapes():
   assert done.returncode == 2 and "(L >= 2)" in done.stderr
   done = run("dot", "--dot_shape", "2,2")
   assert done.returncode == 2 and done.stderr.startswith("benchmarks.probes: --point is B,T,H")
+
+
+# --- benchmarks.sweep_vmap --compare: runs/hour of a vmapped group, before and after ----
+
+def test_sweep_vmap_compare_parses_its_comparands_and_refuses_bad_ones(tmp_path, capsys):
+  from benchmarks import sweep_vmap
+  args = sweep_vmap.parse_args(["--compare", f"before={speed.REPO_ROOT}", "--compare",
+                                "after=.:model.onednn=True,optim.learning_rate=0.1"])
+  assert [c["label"] for c in args.compare] == ["before", "after"]
+  assert args.compare[1]["set"] == ["model.onednn=True", "optim.learning_rate=0.1"]
+  assert [sweep_vmap._value(v) for v in ("True", "0.1", "null", "glu")] == [True, 0.1, None,
+                                                                              "glu"]
+  for argv, message in (
+      (["--compare", "a=."], "two comparands or more"),
+      (["--compare", f"a={tmp_path}", "--compare", "b=."], "is not an rnnlab checkout"),
+      (["--set", "model.onednn"], "--set takes KEY=VALUE"),
+      (["--arms", "vmapped,alone"], "--arms: unknown ['alone']")):
+    with pytest.raises(SystemExit):
+      sweep_vmap.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_vmap_compare_reports_per_round_ratios_to_the_first():
+  from benchmarks import sweep_vmap
+  rows = [{"cell": "lstm", "runs": 18, "label": lab, "round": r, "runs_per_hour": v}
+          for lab, values in (("before", (100, 200, 100)), ("after", (150, 220, 300)))
+          for r, v in enumerate(values)]
+  table = sweep_vmap.render_compare(rows, ["before", "after"]).splitlines()
+  assert table[2] == "| lstm | 18 | before | 100 (100-200) | 1.00x (1.00-1.00) |"
+  assert table[3] == "| lstm | 18 | after | 220 (150-300) | 1.50x (1.10-3.00) |"
