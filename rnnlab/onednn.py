@@ -2,7 +2,7 @@
 
 ``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes, float32, full-length
 sequences) through ``lstm`` below instead of ``jax.lax.scan``; ``engine.resolve_onednn`` says
-where that applies. The C++ side is ``rnnlab/_onednn/lstm_ffi.cc`` (shipped with the
+where that applies. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
 package). On first use it is compiled with g++ against jaxlib's FFI headers and the oneDNN
 wheels of the optional extra ``rnnlab[onednn]``:
 
@@ -34,12 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "lstm_ffi.cc"
+SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "rnn_ffi.cc"
 LIBRARY_DIST, HEADERS_DIST = "onednn-cpu-gomp", "onednn-devel-cpu-gomp"
 INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 "
                 "(or the extra rnnlab[onednn])")
-_TARGETS = {"onednn_lstm_fwd": "OnednnLstmFwd", "onednn_lstm_infer": "OnednnLstmInfer",
-            "onednn_lstm_bwd": "OnednnLstmBwd"}
+# The cells the library runs, and its FFI targets: onednn_<cell>_<stage> is the handler symbol
+# Onednn<Cell><Stage>.
+CELLS = ("lstm",)
+_TARGETS = {f"onednn_{cell}_{stage}": f"Onednn{cell.capitalize()}{stage.capitalize()}"
+            for cell in CELLS for stage in ("fwd", "infer", "bwd")}
 
 
 def _dist_file(dist: str, suffix: str) -> pathlib.Path | None:
@@ -85,11 +88,11 @@ def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
       source, jax.__version__.encode(), importlib.metadata.version("jaxlib").encode(),
       str(lib).encode(), str(include).encode(), sys.version.encode()])).hexdigest()[:16]
   folder = cache_dir() / f"onednn-{key}"
-  out = folder / "liblstm_ffi.so"
+  out = folder / "librnn_ffi.so"
   if out.exists():
     return out
   folder.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".liblstm_ffi-", suffix=".so", dir=folder)
+  fd, tmp = tempfile.mkstemp(prefix=".librnn_ffi-", suffix=".so", dir=folder)
   os.close(fd)
   # Linked against the soname file itself (the wheel's unversioned libdnnl.so is a copy, not
   # a link); DT_RPATH (--disable-new-dtags) so that the loader finds it without
@@ -125,11 +128,11 @@ def _load():
     so = ctypes.CDLL(str(path))
   except (OSError, RuntimeError) as e:
     return None, f"the oneDNN LSTM library could not be built or loaded: {e}"
-  so.onednn_lstm_workspace_bytes.restype = ctypes.c_int64
-  so.onednn_lstm_workspace_bytes.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32]
-  so.onednn_lstm_info.restype = ctypes.c_int
-  so.onednn_lstm_info.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_int32, ctypes.c_char_p,
-                                                          ctypes.c_int64])
+  problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
+  so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
+  so.onednn_rnn_workspace_bytes.argtypes = problem
+  so.onednn_rnn_info.restype = ctypes.c_int
+  so.onednn_rnn_info.argtypes = problem + [ctypes.c_char_p, ctypes.c_int64]
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(so, symbol)), platform="cpu")
   return so, None
@@ -150,18 +153,20 @@ def _library():
 
 
 @functools.cache
-def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool) -> int:
-  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem."""
-  size = _library().onednn_lstm_workspace_bytes(t, n, c, h, int(reverse))
+def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool, *, cell: str = "lstm") -> int:
+  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem of
+  ``cell`` (one of ``CELLS``)."""
+  size = _library().onednn_rnn_workspace_bytes(cell.encode(), t, n, c, h, int(reverse))
   if size < 0:
-    raise RuntimeError(f"oneDNN could not create an LSTM for T={t}, B={n}, D={c}, H={h}.")
+    raise RuntimeError(f"oneDNN could not create its {cell} for T={t}, B={n}, D={c}, H={h}.")
   return int(size)
 
 
-def info(t: int, n: int, c: int, h: int, reverse: bool = False) -> str:
-  """Which oneDNN implementation and weight formats were picked for a problem (debugging)."""
+def info(t: int, n: int, c: int, h: int, reverse: bool = False, *, cell: str = "lstm") -> str:
+  """Which oneDNN implementation and weight formats were picked for a problem of ``cell``
+  (debugging)."""
   buf = ctypes.create_string_buffer(4096)
-  rc = _library().onednn_lstm_info(t, n, c, h, int(reverse), buf, len(buf))
+  rc = _library().onednn_rnn_info(cell.encode(), t, n, c, h, int(reverse), buf, len(buf))
   if rc != 0:
     raise RuntimeError(buf.value.decode())
   return buf.value.decode()
@@ -171,52 +176,48 @@ def _f32(shape):
   return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
 
 
-def _forward(params, xs, carry, reverse):
-  """(ys, h_T, c_T, workspace) from the forward custom call."""
-  c0, h0 = carry
-  b, t, d = xs.shape
-  h = h0.shape[-1]
-  out_types = (_f32((b, t, h)), _f32((b, h)), _f32((b, h)),
-               jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse),), jnp.uint8))
-  # vmap_method="sequential": under jax.vmap (rnnlab's vmapped sweeps) the call runs once
-  # per vmapped element.
-  return jax.ffi.ffi_call("onednn_lstm_fwd", out_types, vmap_method="sequential")(
-      xs, c0, h0, params["w_x"], params["w_h"], params["b"], reverse=np.int32(reverse))
+def _like(a):
+  return _f32(a.shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _lstm(params, xs, carry, reverse):
-  # Nothing differentiates this call: oneDNN's forward_inference, without the workspace
-  # (several times the size of ys) that training keeps for backward.
-  c0, h0 = carry
+# The custom calls of one cell (the targets of _TARGETS: onednn_<cell>_{fwd,infer,bwd}), all
+# in oneDNN's weight layout: ``weights`` (w_x, w_h, b) as the primitive reads them, ``carry``
+# the tuple of carry arrays in rnnlab's order, (c, h) for the lstm. Under jax.vmap (rnnlab's
+# vmapped sweeps) each call runs once per vmapped element (vmap_method="sequential").
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _run(cell, weights, xs, carry, reverse):
+  """(final carry, ys). Nothing differentiates this call: oneDNN's forward_inference, without
+  the workspace (several times the size of ys) that training keeps for backward."""
   b, t, _ = xs.shape
-  h = h0.shape[-1]
-  ys, h_t, c_t = jax.ffi.ffi_call(
-      "onednn_lstm_infer", (_f32((b, t, h)), _f32((b, h)), _f32((b, h))),
-      vmap_method="sequential")(xs, c0, h0, params["w_x"], params["w_h"], params["b"],
+  ys, *final = jax.ffi.ffi_call(
+      f"onednn_{cell}_infer", (_f32((b, t, carry[-1].shape[-1])), *map(_like, carry)),
+      vmap_method="sequential")(xs, *carry, *weights, reverse=np.int32(reverse))
+  return tuple(final), ys
+
+
+def _run_fwd(cell, weights, xs, carry, reverse):
+  b, t, d = xs.shape
+  h = carry[-1].shape[-1]
+  ws = jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse, cell=cell),), jnp.uint8)
+  ys, *final, ws = jax.ffi.ffi_call(
+      f"onednn_{cell}_fwd", (_f32((b, t, h)), *map(_like, carry), ws),
+      vmap_method="sequential")(xs, *carry, *weights, reverse=np.int32(reverse))
+  final = tuple(final)
+  return (final, ys), (weights, xs, carry, ys, final, ws)
+
+
+def _run_bwd(cell, reverse, res, cts):
+  weights, xs, carry, ys, final, ws = res
+  d_final, dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
+  dxs, *grads = jax.ffi.ffi_call(
+      f"onednn_{cell}_bwd", (_like(xs), *map(_like, carry), *map(_like, weights)),
+      vmap_method="sequential")(xs, *carry, *weights, ys, *final, ws, dys, *d_final,
                                 reverse=np.int32(reverse))
-  return (c_t, h_t), ys
+  n = len(carry)
+  return tuple(grads[n:]), dxs, tuple(grads[:n])
 
 
-def _lstm_fwd(params, xs, carry, reverse):
-  ys, h_t, c_t, ws = _forward(params, xs, carry, reverse)
-  return ((c_t, h_t), ys), (params, xs, carry, ys, h_t, c_t, ws)
-
-
-def _lstm_bwd(reverse, res, cts):
-  params, xs, (c0, h0), ys, h_t, c_t, ws = res
-  (dc_t, dh_t), dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
-  like = lambda a: _f32(a.shape)
-  dxs, dc0, dh0, dw_x, dw_h, db = jax.ffi.ffi_call(
-      "onednn_lstm_bwd",
-      (like(xs), like(c0), like(h0), like(params["w_x"]), like(params["w_h"]),
-       like(params["b"])), vmap_method="sequential")(
-      xs, c0, h0, params["w_x"], params["w_h"], params["b"], ys, h_t, c_t, ws, dys, dh_t, dc_t,
-      reverse=np.int32(reverse))
-  return {"w_x": dw_x, "w_h": dw_h, "b": db}, dxs, (dc0, dh0)
-
-
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+_run.defvjp(_run_fwd, _run_bwd)
 
 
 def lstm(params, xs, carry, reverse: bool = False):
@@ -249,4 +250,5 @@ def lstm(params, xs, carry, reverse: bool = False):
     if tuple(a.shape) != want[name]:
       raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
                        f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
-  return _lstm(dict(params), xs, (c0, h0), bool(reverse))
+  return _run("lstm", (params["w_x"], params["w_h"], params["b"]), xs, (c0, h0),
+              bool(reverse))

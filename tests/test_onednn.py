@@ -198,8 +198,8 @@ def test_concurrent_builds_leave_one_library(tmp_path, monkeypatch):
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     paths = list(pool.map(lambda _: onednn._build(lib, include, onednn._compiler()), range(2)))
   assert paths[0] == paths[1] and paths[0].parent.parent == tmp_path
-  assert [p.name for p in paths[0].parent.iterdir()] == ["liblstm_ffi.so"]
-  assert paths[0].name == "liblstm_ffi.so" and paths[0].stat().st_size > 0
+  assert [p.name for p in paths[0].parent.iterdir()] == ["librnn_ffi.so"]
+  assert paths[0].name == "librnn_ffi.so" and paths[0].stat().st_size > 0
 
 
 @pytest.mark.parametrize("changes, message", [
