@@ -1,8 +1,12 @@
-"""rnnlab's plain LSTM through oneDNN's fused LSTM primitive on the CPU (an XLA FFI custom call).
+"""rnnlab's plain LSTM and GRU through oneDNN's fused RNN primitives on the CPU (XLA FFI
+custom calls).
 
-``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes, float32, full-length
-sequences) through ``lstm`` below instead of ``jax.lax.scan``; ``engine.resolve_onednn`` says
-where that applies. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
+``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes) through ``lstm`` below,
+oneDNN's LSTM, and the ``gru`` cell through ``gru`` below, oneDNN's linear-before-reset GRU,
+instead of ``jax.lax.scan`` (float32, full-length sequences); ``engine.resolve_onednn`` says
+where that applies. Each runs as three custom calls: forward training (which keeps oneDNN's
+workspace), forward inference (for calls nothing differentiates) and backward, tied together
+by ``jax.custom_vjp``. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
 package). On first use it is compiled with g++ against jaxlib's FFI headers and the oneDNN
 wheels of the optional extra ``rnnlab[onednn]``:
 
@@ -40,7 +44,7 @@ INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 
                 "(or the extra rnnlab[onednn])")
 # The cells the library runs, and its FFI targets: onednn_<cell>_<stage> is the handler symbol
 # Onednn<Cell><Stage>.
-CELLS = ("lstm",)
+CELLS = ("lstm", "gru")
 _TARGETS = {f"onednn_{cell}_{stage}": f"Onednn{cell.capitalize()}{stage.capitalize()}"
             for cell in CELLS for stage in ("fwd", "infer", "bwd")}
 
@@ -127,7 +131,7 @@ def _load():
     path = _build(lib, include, _compiler())
     so = ctypes.CDLL(str(path))
   except (OSError, RuntimeError) as e:
-    return None, f"the oneDNN LSTM library could not be built or loaded: {e}"
+    return None, f"the oneDNN RNN library could not be built or loaded: {e}"
   problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
   so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
   so.onednn_rnn_workspace_bytes.argtypes = problem
@@ -139,7 +143,7 @@ def _load():
 
 
 def available() -> tuple[bool, str]:
-  """(True, "") where ``lstm`` can run (the wheels, headers and g++ are here, and the library
+  """(True, "") where ``lstm`` and ``gru`` can run (the wheels, headers and g++ are here, and the library
   builds and loads; the first call builds it), else (False, why)."""
   so, reason = _load()
   return so is not None, reason or ""
@@ -148,7 +152,7 @@ def available() -> tuple[bool, str]:
 def _library():
   so, reason = _load()
   if so is None:
-    raise RuntimeError(f"oneDNN's LSTM is not available: {reason}")
+    raise RuntimeError(f"oneDNN's RNN primitives are not available: {reason}")
   return so
 
 
@@ -188,6 +192,7 @@ def _like(a):
 def _run(cell, weights, xs, carry, reverse):
   """(final carry, ys). Nothing differentiates this call: oneDNN's forward_inference, without
   the workspace (several times the size of ys) that training keeps for backward."""
+  _library()  # the targets are registered where it is first loaded
   b, t, _ = xs.shape
   ys, *final = jax.ffi.ffi_call(
       f"onednn_{cell}_infer", (_f32((b, t, carry[-1].shape[-1])), *map(_like, carry)),
@@ -220,8 +225,37 @@ def _run_bwd(cell, reverse, res, cts):
 _run.defvjp(_run_fwd, _run_bwd)
 
 
+# Each cell's parameters, and the gate blocks of its w_x, w_h and b.
+_PARAMS = {"lstm": ("w_x", "w_h", "b"), "gru": ("w_x", "w_h", "b", "b_hn")}
+_GATES = {"lstm": 4, "gru": 3}
+
+
+def _check(cell, params, xs, carry):
+  """ValueError unless ``params`` are exactly ``cell``'s, and they, ``xs`` (B, T, D) and
+  ``carry`` (a dict of (B, H) arrays by name) are float32 and of matching shapes."""
+  what, names = cell.upper(), _PARAMS[cell]
+  extra, missing = sorted(set(params) - set(names)), sorted(set(names) - set(params))
+  if extra or missing:
+    listed = f"{', '.join(names[:-1])} and {names[-1]}"
+    raise ValueError(f"oneDNN's {what} takes the parameters {listed} " + (
+        f"only, not {extra}{' (peepholes)' if cell == 'lstm' else ''}." if extra else
+        f"; {', '.join(missing)} missing."))
+  if xs.ndim != 3:
+    raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
+  for name, a in (("xs", xs), *carry.items(), *params.items()):
+    if a.dtype != jnp.float32:
+      raise ValueError(f"oneDNN's {what} runs float32 only; {name} is {a.dtype}.")
+  (b, _, d), h, g = xs.shape, params["w_h"].shape[0], _GATES[cell]
+  want = {"w_x": (d, g * h), "w_h": (h, g * h), "b": (g * h,), "b_hn": (h,),
+          **{name: (b, h) for name in carry}}
+  for name, a in (*params.items(), *carry.items()):
+    if tuple(a.shape) != want[name]:
+      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
+                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
+
+
 def lstm(params, xs, carry, reverse: bool = False):
-  """The plain ``lstm`` cell over full-length sequences, through oneDNN.
+  """The plain ``lstm`` cell over full-length sequences, through oneDNN's LSTM.
 
   Args:
     params: the cell's parameters w_x (D, 4H), w_h (H, 4H), b (4H,), gates (i, f, g, o);
@@ -234,21 +268,39 @@ def lstm(params, xs, carry, reverse: bool = False):
     ((c_T, h_T), ys), ys (B, T, H): what ``engine.scan("lstm", ...)`` returns. Differentiable
     in params, xs and carry. Everything must be float32.
   """
-  extra = sorted(set(params) - {"w_x", "w_h", "b"})
-  if extra:
-    raise ValueError(f"oneDNN's LSTM takes the parameters w_x, w_h and b only, not {extra} "
-                     "(peepholes).")
-  if xs.ndim != 3:
-    raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
   c0, h0 = carry
-  for name, a in (("xs", xs), ("c", c0), ("h", h0), *params.items()):
-    if a.dtype != jnp.float32:
-      raise ValueError(f"oneDNN's LSTM runs float32 only; {name} is {a.dtype}.")
-  (b, _, d), h = xs.shape, params["w_h"].shape[0]
-  want = {"w_x": (d, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,), "c": (b, h), "h": (b, h)}
-  for name, a in (*params.items(), ("c", c0), ("h", h0)):
-    if tuple(a.shape) != want[name]:
-      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
-                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
+  _check("lstm", params, xs, {"c": c0, "h": h0})
   return _run("lstm", (params["w_x"], params["w_h"], params["b"]), xs, (c0, h0),
               bool(reverse))
+
+
+def lbr_gru_weights(params):
+  """rnnlab's ``gru`` parameters as oneDNN's linear-before-reset GRU reads them: (w_x (D, 3H),
+  w_h (H, 3H), b (4H,)) with the gate blocks in oneDNN's order (u, r, o) = rnnlab's (z, r, n),
+  rnnlab's order being (r, z, n), and b = (b_z, b_r, b_n, b_hn): b_hn is the bias inside
+  r * (h W_hn + b_hn). Plain JAX, so gradients map back through it."""
+  def swap(a):  # the first two (..., H) blocks of the last axis
+    r, z, n = jnp.split(a, 3, axis=-1)
+    return jnp.concatenate([z, r, n], axis=-1)
+  return (swap(params["w_x"]), swap(params["w_h"]),
+          jnp.concatenate([swap(params["b"]), params["b_hn"]]))
+
+
+def gru(params, xs, h0, reverse: bool = False):
+  """The ``gru`` cell (PyTorch/cuDNN convention) over full-length sequences, through oneDNN's
+  linear-before-reset GRU (the same equations; ``lbr_gru_weights`` maps the parameters).
+
+  Args:
+    params: the cell's parameters w_x (D, 3H), w_h (H, 3H), b (3H,), gates (r, z, n), and
+      b_hn (H,).
+    xs: (B, T, D) inputs.
+    h0: (B, H), the initial carry.
+    reverse: run from t = T-1 down to 0 (outputs stay aligned with inputs).
+
+  Returns:
+    (h_T, ys), ys (B, T, H): what ``engine.scan("gru", ...)`` returns. Differentiable in
+    params, xs and h0. Everything must be float32.
+  """
+  _check("gru", params, xs, {"h": h0})
+  (h_t,), ys = _run("gru", lbr_gru_weights(params), xs, (h0,), bool(reverse))
+  return h_t, ys

@@ -1,5 +1,6 @@
-// rnnlab's plain LSTM (rnnlab/cells.py "lstm", no peepholes) as oneDNN's fused LSTM
-// primitive, called from JAX through XLA FFI custom calls on the CPU. rnnlab/onednn.py
+// rnnlab's plain LSTM (rnnlab/cells.py "lstm", no peepholes) and GRU ("gru") as oneDNN's
+// fused LSTM and linear-before-reset GRU primitives, called from JAX through XLA FFI custom
+// calls on the CPU. rnnlab/onednn.py
 // compiles this file with g++ on first use (against jaxlib's FFI headers and the
 // onednn-cpu-gomp / onednn-devel-cpu-gomp wheels, oneDNN v3.2), loads it with ctypes and
 // registers the targets; engine.scan(onednn=True) runs it. One layer, one direction
@@ -12,7 +13,11 @@
 //   w_x (D, G*H)          -> weights_layer, logical (1, 1, D, G, H), ldigo (the same bytes)
 //   w_h (H, G*H)          -> weights_iter,  logical (1, 1, H, G, H), ldigo
 //   b (4H,)               -> bias, logical (1, 1, 4, H), ldgo
-// The lstm: G = 4, gate order (i, f, g, o), oneDNN's vanilla_lstm order.
+// The lstm: G = 4, gate order (i, f, g, o), oneDNN's vanilla_lstm order. The gru: G = 3 in
+// oneDNN's order (u, r, o) (dnnl.hpp, format_tag::ldigo: "update, reset and output gate"),
+// rnnlab's (z, r, n), and b = (b_u, b_r, b_o, b_o') with b_o' the bias inside r * (h W_ho + b_o')
+// (dnnl.hpp, algorithm::lbr_gru); rnnlab/onednn.py swaps rnnlab's (r, z) blocks and appends
+// b_hn. oneDNN's h_t = u * h_{t-1} + (1 - u) * o is rnnlab's (1 - z) * n + z * h_{t-1}.
 //
 // Targets (attribute reverse: 0 left-to-right, 1 right-to-left); carries in rnnlab's order:
 //   onednn_lstm_fwd(xs, c0, h0, w_x, w_h, b) -> (ys, cT, hT, workspace u8[ws_bytes])
@@ -20,9 +25,11 @@
 //       differentiates the call)
 //   onednn_lstm_bwd(xs, c0, h0, w_x, w_h, b, ys, cT, hT, workspace, dys, dcT, dhT)
 //       -> (dxs, dc0, dh0, dw_x, dw_h, db)
+//   onednn_gru_fwd, onednn_gru_infer, onednn_gru_bwd: the same without c0, cT and their
+//       gradients.
 // and the C functions onednn_rnn_workspace_bytes(cell, T, N, C, H, reverse) (Python sizes
 // the workspace output with it at trace time) and onednn_rnn_info(cell, ...) (debugging: the
-// implementation and weight formats oneDNN picked), cell "lstm".
+// implementation and weight formats oneDNN picked), cell "lstm" or "gru".
 //
 // Primitive descriptors, primitives, weight reorders, reordered weight buffers and a
 // scratchpad are cached per cell and (T, N, C, H, reverse) and never evicted, each entry
@@ -129,6 +136,27 @@ struct Lstm {
         Engine(), dnnl::prop_kind::backward, dir, d.src_layer, d.iter, d.iter, d.wl_any,
         d.wi_any, d.bias, d.dst_layer, d.iter, d.iter, d.src_layer, d.iter, d.iter, dwl, dwi,
         d.bias, d.dst_layer, d.iter, d.iter, hint, UserScratchpad(), allow_empty);
+  }
+};
+
+struct LbrGru {
+  static constexpr const char* kName = "gru";
+  static constexpr int64_t kGates = 3;  // (u, r, o) in w_x and w_h; b has a 4th block, b_o'
+  static constexpr bool kCellState = false;
+  using Fwd = dnnl::lbr_gru_forward;
+  using Bwd = dnnl::lbr_gru_backward;
+  static Fwd::primitive_desc Forward(dnnl::prop_kind prop, dnnl::rnn_direction dir,
+                                     const Descs& d) {
+    return Fwd::primitive_desc(Engine(), prop, dir, d.src_layer, d.iter, d.wl_any, d.wi_any,
+                               d.bias, d.dst_layer, d.iter, UserScratchpad());
+  }
+  static Bwd::primitive_desc Backward(dnnl::rnn_direction dir, const Descs& d,
+                                      const memory::desc& dwl, const memory::desc& dwi,
+                                      const Fwd::primitive_desc& hint, bool allow_empty) {
+    return Bwd::primitive_desc(
+        Engine(), dnnl::prop_kind::backward, dir, d.src_layer, d.iter, d.wl_any, d.wi_any,
+        d.bias, d.dst_layer, d.iter, d.src_layer, d.iter, dwl, dwi, d.bias, d.dst_layer,
+        d.iter, hint, UserScratchpad(), allow_empty);
   }
 };
 
@@ -420,11 +448,12 @@ std::string Info(const Problem& p) {
   return os.str();
 }
 
-// fn(K{}) for the cell named `cell` ("lstm"); std::invalid_argument for another name.
+// fn(K{}) for the cell named `cell` ("lstm" or "gru"); std::invalid_argument for another.
 template <class Fn>
 auto ForCell(const char* cell, Fn fn) {
   if (std::strcmp(cell, "lstm") == 0) return fn(Lstm{});
-  throw std::invalid_argument(std::string("no oneDNN cell ") + cell + "; valid: lstm");
+  if (std::strcmp(cell, "gru") == 0) return fn(LbrGru{});
+  throw std::invalid_argument(std::string("no oneDNN cell ") + cell + "; valid: lstm, gru");
 }
 
 // The handlers: each cell's buffers, in the order of the targets above.
@@ -447,11 +476,33 @@ ffi::Error LstmBwd(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 
                         {*dxs, *dc0, *dh0}, *dw_x, *dw_h, *db, *reverse);
 }
 
+ffi::Error GruFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
+                  Reverse reverse) {
+  return Forward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, &ws,
+                         *reverse);
+}
+
+ffi::Error GruInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Reverse reverse) {
+  return Forward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
+                         nullptr, *reverse);
+}
+
+ffi::Error GruBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws,
+                  F32 dys, F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db,
+                  Reverse reverse) {
+  return Backward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT}, ws,
+                          {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0}, *dw_x, *dw_h,
+                          *db, *reverse);
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmFwd, LstmFwd);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmInfer, LstmInfer);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmBwd, LstmBwd);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruFwd, GruFwd);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruInfer, GruInfer);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, GruBwd);
 
 extern "C" {
 
