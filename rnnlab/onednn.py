@@ -143,8 +143,8 @@ def _load():
 
 
 def available() -> tuple[bool, str]:
-  """(True, "") where ``lstm`` and ``gru`` can run (the wheels, headers and g++ are here, and the library
-  builds and loads; the first call builds it), else (False, why)."""
+  """(True, "") where ``lstm`` and ``gru`` can run (the wheels, headers and g++ are here, and
+  the library builds and loads; the first call builds it), else (False, why)."""
   so, reason = _load()
   return so is not None, reason or ""
 
@@ -237,8 +237,8 @@ def _check(cell, params, xs, carry):
   extra, missing = sorted(set(params) - set(names)), sorted(set(names) - set(params))
   if extra or missing:
     listed = f"{', '.join(names[:-1])} and {names[-1]}"
-    raise ValueError(f"oneDNN's {what} takes the parameters {listed} " + (
-        f"only, not {extra}{' (peepholes)' if cell == 'lstm' else ''}." if extra else
+    raise ValueError(f"oneDNN's {what} takes the parameters {listed}" + (
+        f" only, not {extra}{' (peepholes)' if cell == 'lstm' else ''}." if extra else
         f"; {', '.join(missing)} missing."))
   if xs.ndim != 3:
     raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
