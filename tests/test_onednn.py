@@ -276,10 +276,14 @@ def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path, cell):
     lm.validate(cfg)
 
 
-def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_only():
-  from benchmarks import paired  # pylint: disable=g-import-not-at-top
-  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm",
+def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
+  from benchmarks import jax_models, paired  # pylint: disable=g-import-not-at-top
+  assert paired.ONEDNN_CELLS == onednn.CELLS  # paired.py does not import jax to ask
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm,gru",
                             "--quick"])
-  assert "rnnlab_onednn" in args.frameworks
-  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm on the CPU"):
-    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,gru"])
+  assert "rnnlab_onednn" in args.frameworks and args.cells == ("lstm", "gru")
+  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm and the gru "
+                                       "on the CPU only"):
+    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,rnn"])
+  with pytest.raises(ValueError, match="rnnlab_onednn runs the lstm and the gru only, not 'mgu'"):
+    jax_models.MODELS["rnnlab_onednn"]("mgu", 4)
