@@ -82,6 +82,7 @@ PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
 VARIANTS = ("rnnlab_fused", "rnnlab_onednn")
+ONEDNN_CELLS = ("lstm", "gru")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -100,7 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
-                 "fused LSTM forced on: --cells lstm, --device cpu, the rnnlab[onednn] extra); "
+                 "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu, the "
+                 "rnnlab[onednn] extra); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -164,10 +166,11 @@ def _resolve(args):
       raise ValueError("--frameworks names torch, but torch is not installed here "
                        "(pip install -e '.[torch]'); or leave it out: --frameworks "
                        "rnnlab,flax.")
-    if "rnnlab_onednn" in args.frameworks and (set(args.cells) != {"lstm"}
+    if "rnnlab_onednn" in args.frameworks and (not set(args.cells) <= set(ONEDNN_CELLS)
                                                or args.device != "cpu"):
-      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm on the "
-                       "CPU only: give --cells lstm (and --device cpu).")
+      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm and the "
+                       "gru on the CPU only: give --cells lstm, gru or lstm,gru (and --device "
+                       "cpu).")
     speed._check_positive(args, "rounds", "steps_per_round", "timeout")
   speed.check_threads(args.threads)
   if args.warmup < 0:

@@ -37,7 +37,7 @@ BACKENDS = {
     "rnnlab_seq": "benchmarks.jax_models",
     # the fused backward pass forced on (engine.scan(fused=True))
     "rnnlab_fused": "benchmarks.jax_models",
-    # oneDNN's fused LSTM on the CPU (engine.scan(onednn=True); the rnnlab[onednn] extra)
+    # oneDNN's fused LSTM and GRU on the CPU (engine.scan(onednn=True); the rnnlab[onednn] extra)
     "rnnlab_onednn": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",

@@ -101,17 +101,19 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
   for field, on, vendor, device in (("cudnn", cudnn, "cuDNN", "gpu"),
                                     ("onednn", onednn_flag, "oneDNN", "cpu")):
     if on:  # what a config decides; masks and lengths are checked where the scan runs
-      _check_vendor_lstm_config(model_cfg, field, vendor, device, zoneout=zoneout,
-                                recurrent_dropout=recurrent_dropout)
+      _check_vendor_rnn_config(model_cfg, field, vendor, device, zoneout=zoneout,
+                               recurrent_dropout=recurrent_dropout)
 
 
-def _check_vendor_lstm_config(model_cfg, field, vendor, device, *, zoneout, recurrent_dropout):
-  """ValueError listing why ``model.<field>=True`` (a vendor's fused LSTM on ``device``, "gpu"
-  or "cpu") cannot run with this config, if it cannot."""
+def _check_vendor_rnn_config(model_cfg, field, vendor, device, *, zoneout, recurrent_dropout):
+  """ValueError listing why ``model.<field>=True`` (a vendor's fused RNN on ``device``, "gpu"
+  or "cpu": cuDNN's LSTM, oneDNN's LSTM and GRU) cannot run with this config, if it cannot."""
   options = cells_lib.set_options(model_cfg.cell_options)
   backend = jax.default_backend()
+  cells = onednn_lib.CELLS if field == "onednn" else ("lstm",)
+  runs = " and the ".join(f"plain {c}" if c == "lstm" else c for c in cells)
   blockers = [why for blocked, why in (
-      (model_cfg.cell != "lstm", f"{vendor} runs the plain lstm, not {model_cfg.cell!r}"),
+      (model_cfg.cell not in cells, f"{vendor} runs the {runs}, not {model_cfg.cell!r}"),
       (bool(options.get("peepholes")), f"{vendor}'s LSTM has no peepholes"),
       (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
        f"model.dtype={model_cfg.get('dtype')!r}"),
@@ -426,14 +428,16 @@ ONEDNN_DEFAULT = False
 def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturbation=None,
                    return_carries=False, recurrent_mask=None, zoneout=None, fused=None,
                    cudnn=None) -> bool:
-  """Whether ``scan`` runs ``cell`` as oneDNN's fused LSTM on the CPU (``rnnlab.onednn``).
+  """Whether ``scan`` runs ``cell`` through oneDNN's fused RNN primitives on the CPU
+  (``rnnlab.onednn``): the plain ``lstm`` as oneDNN's LSTM, the ``gru`` as its
+  linear-before-reset GRU.
 
-  It applies to the plain ``lstm`` (no peepholes) in float32 on the CPU backend, over
-  full-length sequences (no ``lengths``, no ``mask``: oneDNN's LSTM takes no sequence
-  lengths), forward or reverse, from any initial carry, where the oneDNN wheels and g++ are
-  installed (``onednn.available()``); not with a perturbation, per-step carries, recurrent
-  dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply (oneDNN keeps
-  its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
+  It applies to the plain ``lstm`` (no peepholes) and the ``gru`` in float32 on the CPU
+  backend, over full-length sequences (no ``lengths``, no ``mask``: oneDNN's RNNs take no
+  sequence lengths), forward or reverse, from any initial carry, where the oneDNN wheels and
+  g++ are installed (``onednn.available()``); not with a perturbation, per-step carries,
+  recurrent dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply
+  (oneDNN keeps its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
   where it applies, else the scan; True forces it (an error saying why where it cannot
   run); False never."""
   if onednn not in (None, True, False):
@@ -442,8 +446,8 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
     return False
   cell = cells_lib.get_cell(cell)
   blockers = []
-  if cell.name != "lstm" or any(k.startswith("p_") for k in params):
-    blockers.append(f"oneDNN runs the plain lstm without peepholes, not {cell.name!r}"
+  if cell.name not in onednn_lib.CELLS or any(k.startswith("p_") for k in params):
+    blockers.append(f"oneDNN runs the plain lstm (no peepholes) and the gru, not {cell.name!r}"
                     + (" with peepholes" if cell.name == "lstm" else ""))
   others = sorted({str(a.dtype) for a in (xs, *jax.tree.leaves(params))} - {"float32"})
   if others:  # inputs and parameters alike: the kernel reads float32 buffers
@@ -527,7 +531,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
       zoneout rate) or the carry's structure with leaves (*batch, T, H) of 0/1 draws
       (training). 0 is the plain cell. Classic cells only.
     fused, cudnn, onednn: the fused backward pass, cuDNN's LSTM (CUDA GPU) and oneDNN's
-      LSTM (CPU): None where they apply by default, True forces, False off; see
+      LSTM and GRU (CPU): None where they apply by default, True forces, False off; see
       ``resolve_fused``, ``resolve_cudnn`` and ``resolve_onednn``.
 
   Returns:
@@ -568,7 +572,8 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
                     perturbation=perturbation, return_carries=return_carries,
                     recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn):
     rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
-    final, ys = onednn_lib.lstm(params, rows(xs), carry, reverse=reverse)
+    run = onednn_lib.lstm if cell.name == "lstm" else onednn_lib.gru
+    final, ys = run(params, rows(xs), carry, reverse=reverse)
     unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
     return jax.tree.map(unflat, final), unflat(ys)
   linear = resolve_parallel(cell, parallel)
