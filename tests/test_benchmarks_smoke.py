@@ -473,9 +473,12 @@ def test_sweep_vmap_compare_parses_its_comparands_and_refuses_bad_ones(tmp_path,
 
 def test_sweep_vmap_compare_reports_per_round_ratios_to_the_first():
   from benchmarks import sweep_vmap
-  rows = [{"cell": "lstm", "runs": 18, "label": lab, "round": r, "runs_per_hour": v}
+  rows = [{"cell": "lstm", "runs": 18, "label": lab, "round": r, "runs_per_hour": v,
+           "runs_per_cpu_hour": 2 * v}
           for lab, values in (("before", (100, 200, 100)), ("after", (150, 220, 300)))
           for r, v in enumerate(values)]
   table = sweep_vmap.render_compare(rows, ["before", "after"]).splitlines()
-  assert table[2] == "| lstm | 18 | before | 100 (100-200) | 1.00x (1.00-1.00) |"
-  assert table[3] == "| lstm | 18 | after | 220 (150-300) | 1.50x (1.10-3.00) |"
+  assert table[2] == ("| lstm | 18 | before | 100 (100-200) | 1.00x (1.00-1.00) | "
+                      "200 (200-400) | 1.00x (1.00-1.00) |")
+  assert table[3] == ("| lstm | 18 | after | 220 (150-300) | 1.50x (1.10-3.00) | "
+                      "440 (300-600) | 1.50x (1.10-3.00) |")
