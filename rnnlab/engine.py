@@ -18,6 +18,8 @@ valid step (padding at the end is skipped, not read first).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from typing import Any, Sequence
@@ -121,6 +123,8 @@ def _check_vendor_rnn_config(model_cfg, field, vendor, device, *, zoneout, recur
       (recurrent_dropout, "it does not take recurrent dropout"),
       (bool(model_cfg.get("fused")), "it does not take model.fused=True"),
       (field == "onednn" and bool(model_cfg.get("cudnn")), "it does not take model.cudnn=True"),
+      (field == "onednn" and bool(model_cfg.get("remat")),
+       "it does not take model.remat=True (oneDNN keeps its own workspace)"),
       (backend != device, f"it needs a CUDA GPU (the backend is {backend})" if device == "gpu"
        else f"it runs on the CPU only (the backend is {backend})")) if blocked]
   if not blockers and field == "onednn":  # only now: the first call builds the library
@@ -419,15 +423,32 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
   return (c_n[0], h_n[0]), y
 
 
-# What ``onednn=None`` means where oneDNN applies: off until a paired benchmark
-# (python -m benchmarks.paired --frameworks rnnlab,rnnlab_onednn,...) says it pays on the CPUs
-# the runs use; its training workspace is also several times the scan's residuals.
-ONEDNN_DEFAULT = False
+# What ``onednn=None`` means where oneDNN applies (CPU, the plain lstm or the gru, float32,
+# full-length sequences, no remat, the library here): on. The paired benchmark
+# (benchmarks/README.md, "oneDNN for the LSTM and GRU") put oneDNN's training step level with
+# the scan or up to 2x faster, and its forward pass 1.4-3x faster, on this CPU. Not inside
+# ``vmapped_runs()``: there its calls would run once per vmapped run.
+ONEDNN_DEFAULT = True
+
+_VMAPPED_RUNS = contextvars.ContextVar("rnnlab_engine_vmapped_runs", default=False)
+
+
+@contextlib.contextmanager
+def vmapped_runs():
+  """Within it, ``onednn=None`` means the scan. ``rnnlab.training.vmapped`` traces the steps
+  of N runs (N sets of weights) as one ``jax.vmap`` program under it: XLA batches the N runs'
+  matmuls into one, while a custom call into oneDNN would run once per run, one after
+  another (``vmap_method="sequential"``). ``onednn=True`` still forces it."""
+  token = _VMAPPED_RUNS.set(True)
+  try:
+    yield
+  finally:
+    _VMAPPED_RUNS.reset(token)
 
 
 def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturbation=None,
                    return_carries=False, recurrent_mask=None, zoneout=None, fused=None,
-                   cudnn=None) -> bool:
+                   cudnn=None, remat=False) -> bool:
   """Whether ``scan`` runs ``cell`` through oneDNN's fused RNN primitives on the CPU
   (``rnnlab.onednn``): the plain ``lstm`` as oneDNN's LSTM, the ``gru`` as its
   linear-before-reset GRU.
@@ -436,13 +457,14 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
   backend, over full-length sequences (no ``lengths``, no ``mask``: oneDNN's RNNs take no
   sequence lengths), forward or reverse, from any initial carry, where the oneDNN wheels and
   g++ are installed (``onednn.available()``); not with a perturbation, per-step carries,
-  recurrent dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply
-  (oneDNN keeps its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
-  where it applies, else the scan; True forces it (an error saying why where it cannot
-  run); False never."""
+  recurrent dropout, zoneout, ``remat`` (oneDNN keeps its own workspace for the backward
+  pass, several times the size of the outputs, where remat asks for less memory),
+  ``fused=True`` or ``cudnn=True``. ``onednn=None``: ``ONEDNN_DEFAULT`` where it applies
+  and not inside ``vmapped_runs()``, else the scan; True forces it (an error saying why
+  where it cannot run); False never."""
   if onednn not in (None, True, False):
     raise ValueError(f"onednn must be None (where it applies), True or False; got {onednn!r}.")
-  if onednn is False or (onednn is None and not ONEDNN_DEFAULT):
+  if onednn is False or (onednn is None and (not ONEDNN_DEFAULT or _VMAPPED_RUNS.get())):
     return False
   cell = cells_lib.get_cell(cell)
   blockers = []
@@ -457,8 +479,8 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
                       (perturbation is not None, "a perturbation"),
                       (return_carries, "return_carries"),
                       (recurrent_mask is not None, "recurrent dropout"),
-                      (zoneout is not None, "zoneout"), (bool(fused), "fused=True"),
-                      (bool(cudnn), "cudnn=True")):
+                      (zoneout is not None, "zoneout"), (bool(remat), "remat"),
+                      (bool(fused), "fused=True"), (bool(cudnn), "cudnn=True")):
     if given:
       blockers.append(f"it does not take {what}")
   if jax.default_backend() != "cpu":
@@ -570,7 +592,8 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     return jax.tree.map(unflat, final), unflat(ys)
   if resolve_onednn(cell, onednn, params, xs, lengths=lengths, mask=given_mask,
                     perturbation=perturbation, return_carries=return_carries,
-                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn):
+                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn,
+                    remat=remat):
     rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
     run = onednn_lib.lstm if cell.name == "lstm" else onednn_lib.gru
     final, ys = run(params, rows(xs), carry, reverse=reverse)

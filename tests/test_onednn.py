@@ -184,16 +184,25 @@ def test_onednn_gru_refuses_mismatched_shapes_and_parameters():
                                reverse=np.int32(0)))
 
 
-def test_onednn_none_runs_the_scan_where_onednn_cannot():
+def test_onednn_none_runs_onednn_where_it_applies_and_the_scan_elsewhere():
   params, xs, carry = problem(5)
   lengths = np.array([6, 2, 4])
-  for kwargs in ({}, {"lengths": lengths}):
-    jax.tree.map(np.testing.assert_array_equal,
-                 engine.scan("lstm", params, xs, carry=carry, onednn=None, **kwargs),
-                 engine.scan("lstm", params, xs, carry=carry, onednn=False, **kwargs))
-  assert not engine.resolve_onednn("lstm", None, params, xs)  # ONEDNN_DEFAULT is off
+  same = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+  run = lambda onednn, **kw: engine.scan("lstm", params, xs, carry=carry, onednn=onednn, **kw)
+  assert engine.ONEDNN_DEFAULT and engine.resolve_onednn("lstm", None, params, xs)
+  same(run(None), run(True))
+  for kwargs in ({"lengths": lengths}, {"remat": True}):  # where it cannot: the scan
+    assert not engine.resolve_onednn("lstm", None, params, xs, **kwargs)
+    same(run(None, **kwargs), run(False, **kwargs))
+  with engine.vmapped_runs():  # N runs vmapped into one program: the scan batches them
+    assert not engine.resolve_onednn("lstm", None, params, xs)
+    assert engine.resolve_onednn("lstm", True, params, xs)  # True still forces it
+    same(run(None), run(False))
+  assert engine.resolve_onednn("lstm", None, params, xs)  # the context is left behind
   with pytest.raises(ValueError, match="onednn must be None"):
     engine.scan("lstm", params, xs, onednn="on")
+  with pytest.raises(ValueError, match="it does not take remat"):
+    run(True, remat=True)
 
 
 def test_unavailable_library_is_refused_saying_why(monkeypatch):
@@ -274,6 +283,32 @@ def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path, cell):
   with pytest.raises(ValueError, match="model.onednn=True cannot run here: it does not take "
                                        "zoneout"):
     lm.validate(cfg)
+
+
+@needs_onednn
+def test_a_single_run_trains_through_onednn_by_default_and_vmapped_runs_through_the_scan(
+    tmp_path, monkeypatch):
+  """model.onednn None: one run's lstm goes through oneDNN; N vmapped runs (one program over
+  N sets of weights) keep the scan, which batches them, unless model.onednn=True."""
+  from conftest import quiet, small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer, vmapped  # pylint: disable=g-import-not-at-top
+  traced = []
+  real = onednn.lstm
+  monkeypatch.setattr(onednn, "lstm", lambda *a, **k: traced.append(1) or real(*a, **k))
+  config = lambda seed, flag=None: small_config("adding", **{
+      "seed": seed, "task.seq_len": 6, "task.eval_size": 16, "model.cell": "lstm",
+      "model.hidden_size": 8, "model.onednn": flag, "train.batch_size": 8,
+      "train.num_steps": 2, "train.log_every": 2, "train.eval_every": 2,
+      "train.checkpoint_every": 2})
+  trainer.train_and_evaluate(config(0), str(tmp_path / "one"), console=quiet)
+  assert traced  # the training step and the evaluation traced the oneDNN path
+  traced.clear()
+  vmapped.train_runs([config(0), config(1)], [str(tmp_path / f"v{i}") for i in range(2)],
+                     console=quiet)
+  assert not traced
+  vmapped.train_runs([config(0, True), config(1, True)],
+                     [str(tmp_path / f"t{i}") for i in range(2)], console=quiet)
+  assert traced
 
 
 def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
