@@ -125,6 +125,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=OUT, help="results as JSON (the separate-process mode also "
                  "writes the rows as CSV next to it)")
+  p.add_argument("--render", metavar="FILE.json",
+                 help="print the table and summary of a saved run (nothing is measured)")
+  p.add_argument("--reference", default=speed.REFERENCE,
+                 help="the framework the ratio columns divide by the others' times "
+                      f"(default {speed.REFERENCE}), e.g. rnnlab_onednn")
   p.add_argument("--resume", action="store_true",
                  help="keep the points --out already holds (measured with the same "
                       "frameworks, rounds, steps, warm-up, threads and device) and measure "
@@ -136,8 +141,9 @@ def _resolve(args):
   """Fills the mode's defaults, turns comma lists into tuples and validates everything."""
   own, other = ((ONE_PROCESS_DEFAULTS, SEPARATE_DEFAULTS) if args.one_process
                 else (SEPARATE_DEFAULTS, ONE_PROCESS_DEFAULTS))
-  if args.one_process and args.resume:
-    raise ValueError("--resume applies to the separate-process mode only, not --one_process.")
+  if args.one_process and (args.resume or args.render or args.reference != speed.REFERENCE):
+    raise ValueError("--resume, --render and --reference apply to the separate-process mode "
+                     "only, not --one_process.")
   for name in other:
     if getattr(args, name) is not None:
       raise ValueError(f"--{name} " + ("does not apply to --one_process (rnnlab and flax, "
@@ -159,6 +165,9 @@ def _resolve(args):
     args.frameworks = speed._list(args.frameworks, str, FRAMEWORKS + VARIANTS)
     if len(set(args.frameworks)) < len(args.frameworks):
       raise ValueError(f"--frameworks names a framework twice: {','.join(args.frameworks)!r}.")
+    if args.reference not in FRAMEWORKS + VARIANTS:
+      raise ValueError(f"--reference {args.reference!r} is not a framework; valid: "
+                       f"{', '.join(FRAMEWORKS + VARIANTS)}.")
     if speed.REFERENCE not in args.frameworks or len(args.frameworks) < 2:
       raise ValueError(f"--frameworks must name {speed.REFERENCE} and at least one peer "
                        f"(flax, torch), got {','.join(args.frameworks)!r}.")
@@ -369,9 +378,10 @@ def profile_summary(rows) -> str:
   return "\n".join(lines)
 
 
-def point_report(rows, frameworks, head: bool) -> str:
+def point_report(rows, frameworks, head: bool, reference=speed.REFERENCE) -> str:
   """The table lines of one point (with the header if ``head``), then its PROFILE lines."""
-  table = speed.speed_table(rows, frameworks, token_range=True).splitlines()
+  table = speed.speed_table(rows, frameworks, token_range=True,
+                            reference=reference).splitlines()
   lines = table if head else table[2:]
   lines += [profile_line(c, p) for c, p in sorted(profile(rows).items())]
   lines += [f"ERROR {r['framework']} {r['cell']} {r['mode']}: {r['error'][-300:]}"
@@ -401,7 +411,8 @@ def run_separate(args, save=None, rows=()) -> list[dict]:
             point = {"cell": cell, "batch": b, "length": t, "hidden": h,
                      "threads": args.threads, "device": args.device}
             new = measure_point(servers, args, point)
-            print(point_report(new, args.frameworks, head=not rows), flush=True)
+            print(point_report(new, args.frameworks, head=not rows,
+                               reference=args.reference), flush=True)
             rows += new
             if save is not None:
               save(rows)
@@ -484,8 +495,9 @@ def main_separate(args, argv) -> list[dict]:
   meta["loadavg_end"] = os.getloadavg()
   print()
   if previous:  # the whole table: this run printed only the points it measured
-    print(speed.speed_table(rows, args.frameworks, token_range=True))
-  print(speed.ratio_summary(rows, args.frameworks))
+    print(speed.speed_table(rows, args.frameworks, token_range=True,
+                            reference=args.reference))
+  print(speed.ratio_summary(rows, args.frameworks, reference=args.reference))
   print(profile_summary(rows))
   paths = speed.write_results(rows, meta, stem)
   print(f"wrote {paths[0]} and {paths[1]}; load average {meta['loadavg_start']} -> "
@@ -584,9 +596,38 @@ def main_one_process(args, argv) -> list[dict]:
   return rows
 
 
+def load_rendered(path: str, reference: str) -> tuple[list[dict], list[str]]:
+  """(rows, frameworks) of a saved run; ValueError where it cannot be read or lacks
+  ``reference``."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    rows, frameworks = saved["rows"], saved["meta"]["args"]["frameworks"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"--render: {path} is not a results file of benchmarks.paired that can "
+                     f"be read ({type(e).__name__}: {e}).") from None
+  if reference not in frameworks:
+    raise ValueError(f"--reference {reference} was not measured in {path}; it has "
+                     f"{', '.join(frameworks)}.")
+  return rows, frameworks
+
+
+def render(args) -> list[dict]:
+  """--render: the whole table, the ratio summary and the PROFILE summary of a saved run,
+  ratios against --reference."""
+  rows, frameworks = speed.parse_or_exit(lambda path: load_rendered(path, args.reference),
+                                         args.render, "benchmarks.paired")
+  print(speed.speed_table(rows, frameworks, token_range=True, reference=args.reference))
+  print(speed.ratio_summary(rows, frameworks, reference=args.reference))
+  print(profile_summary(rows))
+  return rows
+
+
 def main(argv=None) -> list[dict]:
   argv = sys.argv[1:] if argv is None else argv
   args = speed.parse_or_exit(parse_args, argv, "benchmarks.paired")
+  if args.render:
+    return render(args)
   return (main_one_process if args.one_process else main_separate)(args, argv)
 
 

@@ -39,6 +39,8 @@ BACKENDS = {
     "rnnlab_fused": "benchmarks.jax_models",
     # oneDNN's fused LSTM and GRU on the CPU (engine.scan(onednn=True); the rnnlab[onednn] extra)
     "rnnlab_onednn": "benchmarks.jax_models",
+    # oneDNN off: the XLA scan for every cell (what rnnlab ran before oneDNN was its default)
+    "rnnlab_scan": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",

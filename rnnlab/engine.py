@@ -582,6 +582,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if zoneout is not None and cell.linear is not None:
     raise ValueError(f"zoneout applies to the classic cells; {cell.name!r} is a linear "
                      "recurrence (its state update is already a learned interpolation).")
+  linear = resolve_parallel(cell, parallel)  # first: parallel=True for a classic cell says so
   if resolve_cudnn(cell, cudnn, params, xs, mask=mask if lengths is None else None,
                    perturbation=perturbation, return_carries=return_carries,
                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused):
@@ -599,7 +600,6 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     final, ys = run(params, rows(xs), carry, reverse=reverse)
     unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
     return jax.tree.map(unflat, final), unflat(ys)
-  linear = resolve_parallel(cell, parallel)
   if linear is not None:
     if fused:
       resolve_fused(cell, fused)  # the error naming the cells that have it

@@ -325,8 +325,28 @@ def test_paired_resume_refuses_a_file_it_cannot_extend(tmp_path):
   with pytest.raises(ValueError, match="not a results file of benchmarks.paired that can be "
                                        "read \\(JSONDecodeError"):
     paired.load_for_resume(path, args)
-  with pytest.raises(ValueError, match="--resume applies to the separate-process mode only"):
+  with pytest.raises(ValueError, match="--resume, --render and --reference apply to the separate-process mode only"):
     paired.parse_args(["--one_process", "--resume"])
+
+
+def test_paired_render_divides_by_the_reference_it_is_given(tmp_path, capsys):
+  rows = _paired_rows({"rnnlab": [2.0] * 3, "rnnlab_onednn": [1.0] * 3, "torch": [1.5] * 3})
+  args = _resume_args(tmp_path)
+  args.frameworks = ("rnnlab", "rnnlab_onednn", "torch")
+  speed.write_results(rows, speed._meta(args, []), str(tmp_path / "p"))
+  path = str(tmp_path / "p.json")
+  paired.main(["--render", path, "--reference", "rnnlab_onednn"])
+  out = capsys.readouterr().out
+  assert "rnnlab_onednn/rnnlab: 1 points, median 2.00" in out
+  assert "rnnlab_onednn/torch: 1 points, median 1.50" in out
+  for argv, message in ((["--render", path, "--reference", "flax"],
+                         "--reference flax was not measured in"),
+                        (["--render", str(tmp_path / "none.json")],
+                         "that can be read (FileNotFoundError"),
+                        (["--reference", "keras"], "--reference 'keras' is not a framework")):
+    with pytest.raises(SystemExit):
+      paired.main(argv)
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("hoist", [False, True])
