@@ -27,20 +27,28 @@ from rnnlab import onednn
 FLAX_CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}
 
 
-def rnnlab_model(cell: str, hidden: int, *, remat: bool = False, parallel=None, fused=None):
+def rnnlab_model(cell: str, hidden: int, *, remat: bool = False, parallel=None, fused=None,
+                 onednn=None):
   """rnnlab's real code path, a one-layer ``engine.apply_stack``: (init, apply).
 
   init(key, xs) -> params; apply(params, xs (B, T, D)) -> ys (B, T, H). ``parallel``
   is ``engine.scan``'s (for the linear cells: associative scan, sequential pass, or
-  None, by backend), and so is ``fused`` (the fused backward pass).
+  None, by backend), and so are ``fused`` (the fused backward pass) and ``onednn``
+  (None: oneDNN's LSTM and GRU where they apply, ``engine.ONEDNN_DEFAULT``).
   """
   stack = engine.make_stack(cell, hidden)
   engine.resolve_parallel(cell, parallel)
   engine.resolve_fused(cell, fused)
   init = lambda key, xs: engine.init_stack(key, stack, xs.shape[-1])
   apply = lambda params, xs: engine.apply_stack(stack, params, xs, remat=remat,
-                                                parallel=parallel, fused=fused)[1]
+                                                parallel=parallel, fused=fused,
+                                                onednn=onednn)[1]
   return init, apply
+
+
+def _scan(cell: str, hidden: int, *, remat: bool = False):
+  """rnnlab with oneDNN off (``engine.scan(onednn=False)``): the XLA scan for every cell."""
+  return rnnlab_model(cell, hidden, remat=remat, onednn=False)
 
 
 def _fused(cell: str, hidden: int, *, remat: bool = False):
@@ -49,10 +57,11 @@ def _fused(cell: str, hidden: int, *, remat: bool = False):
 
 
 def _onednn(cell: str, hidden: int, *, remat: bool = False):
-  """rnnlab with oneDNN's fused LSTM forced on (``engine.scan(onednn=True)``, CPU only): the
-  plain lstm, float32, full-length sequences, as this harness runs it."""
-  if cell != "lstm":
-    raise ValueError(f"rnnlab_onednn runs the plain lstm only, not {cell!r}.")
+  """rnnlab with oneDNN's fused RNNs forced on (``engine.scan(onednn=True)``, CPU only): the
+  plain lstm or the gru, float32, full-length sequences, as this harness runs them."""
+  if cell not in onednn.CELLS:
+    raise ValueError(f"rnnlab_onednn runs the {' and the '.join(onednn.CELLS)} only, not "
+                     f"{cell!r}.")
   if remat:
     raise ValueError("remat does not apply to rnnlab_onednn (oneDNN keeps its own workspace).")
   ok, why = onednn.available()
@@ -83,7 +92,7 @@ def flax_model(cell: str, hidden: int, *, remat: bool = False):
 
 MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form(True),
           "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused,
-          "rnnlab_onednn": _onednn, **experiments.MODELS}
+          "rnnlab_onednn": _onednn, "rnnlab_scan": _scan, **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

@@ -5,6 +5,7 @@
     python -m benchmarks.paired --cells lstm --batch 16 --length 100 --hidden 64 --rounds 3
     python -m benchmarks.paired --device gpu    # JAX on its GPU, torch on cuda (cuDNN)
     python -m benchmarks.paired --one_process   # the older view: rnnlab and Flax in one process
+    python -m benchmarks.paired --out FILE.json --resume  # go on with a grid cut off before
 
 Between separate runs, one point moves by 20-30% on a shared CPU (other jobs,
 frequency, thread placement), which swamps the differences asked about. So each
@@ -81,6 +82,7 @@ PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
 VARIANTS = ("rnnlab_fused", "rnnlab_onednn")
+ONEDNN_CELLS = ("lstm", "gru")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -99,7 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
-                 "fused LSTM forced on: --cells lstm, --device cpu, the rnnlab[onednn] extra); "
+                 "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu, the "
+                 "rnnlab[onednn] extra); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -122,6 +125,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=OUT, help="results as JSON (the separate-process mode also "
                  "writes the rows as CSV next to it)")
+  p.add_argument("--render", metavar="FILE.json",
+                 help="print the table and summary of a saved run (nothing is measured)")
+  p.add_argument("--reference", default=speed.REFERENCE,
+                 help="the framework the ratio columns divide by the others' times "
+                      f"(default {speed.REFERENCE}), e.g. rnnlab_onednn")
+  p.add_argument("--resume", action="store_true",
+                 help="keep the points --out already holds (measured with the same "
+                      "frameworks, rounds, steps, warm-up, threads and device) and measure "
+                      "only the rest of the grid; a grid too long for one sitting")
   return _resolve(p.parse_args(argv))
 
 
@@ -129,6 +141,9 @@ def _resolve(args):
   """Fills the mode's defaults, turns comma lists into tuples and validates everything."""
   own, other = ((ONE_PROCESS_DEFAULTS, SEPARATE_DEFAULTS) if args.one_process
                 else (SEPARATE_DEFAULTS, ONE_PROCESS_DEFAULTS))
+  if args.one_process and (args.resume or args.render or args.reference != speed.REFERENCE):
+    raise ValueError("--resume, --render and --reference apply to the separate-process mode "
+                     "only, not --one_process.")
   for name in other:
     if getattr(args, name) is not None:
       raise ValueError(f"--{name} " + ("does not apply to --one_process (rnnlab and flax, "
@@ -150,6 +165,9 @@ def _resolve(args):
     args.frameworks = speed._list(args.frameworks, str, FRAMEWORKS + VARIANTS)
     if len(set(args.frameworks)) < len(args.frameworks):
       raise ValueError(f"--frameworks names a framework twice: {','.join(args.frameworks)!r}.")
+    if args.reference not in FRAMEWORKS + VARIANTS:
+      raise ValueError(f"--reference {args.reference!r} is not a framework; valid: "
+                       f"{', '.join(FRAMEWORKS + VARIANTS)}.")
     if speed.REFERENCE not in args.frameworks or len(args.frameworks) < 2:
       raise ValueError(f"--frameworks must name {speed.REFERENCE} and at least one peer "
                        f"(flax, torch), got {','.join(args.frameworks)!r}.")
@@ -157,10 +175,11 @@ def _resolve(args):
       raise ValueError("--frameworks names torch, but torch is not installed here "
                        "(pip install -e '.[torch]'); or leave it out: --frameworks "
                        "rnnlab,flax.")
-    if "rnnlab_onednn" in args.frameworks and (set(args.cells) != {"lstm"}
+    if "rnnlab_onednn" in args.frameworks and (not set(args.cells) <= set(ONEDNN_CELLS)
                                                or args.device != "cpu"):
-      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm on the "
-                       "CPU only: give --cells lstm (and --device cpu).")
+      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm and the "
+                       "gru on the CPU only: give --cells lstm, gru or lstm,gru (and --device "
+                       "cpu).")
     speed._check_positive(args, "rounds", "steps_per_round", "timeout")
   speed.check_threads(args.threads)
   if args.warmup < 0:
@@ -359,9 +378,10 @@ def profile_summary(rows) -> str:
   return "\n".join(lines)
 
 
-def point_report(rows, frameworks, head: bool) -> str:
+def point_report(rows, frameworks, head: bool, reference=speed.REFERENCE) -> str:
   """The table lines of one point (with the header if ``head``), then its PROFILE lines."""
-  table = speed.speed_table(rows, frameworks, token_range=True).splitlines()
+  table = speed.speed_table(rows, frameworks, token_range=True,
+                            reference=reference).splitlines()
   lines = table if head else table[2:]
   lines += [profile_line(c, p) for c, p in sorted(profile(rows).items())]
   lines += [f"ERROR {r['framework']} {r['cell']} {r['mode']}: {r['error'][-300:]}"
@@ -369,16 +389,20 @@ def point_report(rows, frameworks, head: bool) -> str:
   return "\n".join(lines)
 
 
-def run_separate(args, save=None) -> list[dict]:
+def run_separate(args, save=None, rows=()) -> list[dict]:
   """Every point of the grid, cell by cell; one worker per framework and cell (started
-  again at the next point if it died). ``save(rows)`` after each point."""
-  rows = []
+  again at the next point if it died). ``save(rows)`` after each point. ``rows``: rows
+  measured before (``--resume``); the points they complete are not measured again."""
+  rows = list(rows)
+  done = complete_points(rows, args)
   for cell in args.cells:
     servers = {}
     try:
       for h in args.hidden:
         for t in args.length:
           for b in args.batch:
+            if (cell, b, t, h) in done:
+              continue
             for fw in args.frameworks:
               if fw not in servers or not servers[fw].alive:
                 if fw in servers:
@@ -387,7 +411,8 @@ def run_separate(args, save=None) -> list[dict]:
             point = {"cell": cell, "batch": b, "length": t, "hidden": h,
                      "threads": args.threads, "device": args.device}
             new = measure_point(servers, args, point)
-            print(point_report(new, args.frameworks, head=not rows), flush=True)
+            print(point_report(new, args.frameworks, head=not rows,
+                               reference=args.reference), flush=True)
             rows += new
             if save is not None:
               save(rows)
@@ -397,19 +422,82 @@ def run_separate(args, save=None) -> list[dict]:
   return rows
 
 
+# What a resumed run must share with the file it extends, so that its rows compare.
+RESUME_KEYS = ("frameworks", "rounds", "steps_per_round", "warmup", "threads", "device")
+
+
+def _point(row) -> tuple:
+  return row["cell"], row["batch"], row["length"], row["hidden"]
+
+
+def complete_points(rows, args) -> set[tuple]:
+  """(cell, B, T, H) of the points where every framework timed every mode in every round
+  without an error: what ``--resume`` keeps."""
+  rounds = {}
+  for r in rows:
+    if "error" not in r and "round" in r:
+      rounds.setdefault((_point(r), r["framework"], r["mode"]), set()).add(r["round"])
+  points = {key[0] for key in rounds}
+  return {p for p in points
+          if all(len(rounds.get((p, fw, m), ())) >= args.rounds
+                 for fw in args.frameworks for m in args.modes)}
+
+
+def load_for_resume(path: str, args) -> tuple[list[dict], list[dict]]:
+  """(rows to keep, the earlier runs' meta) from a results file of this mode; ([], [])
+  where it does not exist yet. ValueError, saying what differs, where it cannot be
+  extended: unreadable, another mode's file, or measured with other settings."""
+  if not os.path.exists(path):
+    return [], []
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    meta, rows = saved["meta"], saved["rows"]
+    before = meta["args"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"--resume: {path} is not a results file of benchmarks.paired that "
+                     f"can be read ({type(e).__name__}: {e}); give another --out, or move "
+                     "it away to start afresh.") from None
+  if before.get("one_process"):
+    raise ValueError(f"--resume: {path} holds a --one_process run; give another --out.")
+  plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # JSON keeps no tuples
+  differ = [f"{k}={plain(before.get(k))!r} there, {plain(getattr(args, k))!r} now"
+            for k in RESUME_KEYS if plain(before.get(k)) != plain(getattr(args, k))]
+  if differ:
+    raise ValueError(f"--resume: {path} was measured with other settings ({'; '.join(differ)}); "
+                     "its rows would not compare with new ones. Repeat its flags, or give "
+                     "another --out.")
+  done = complete_points(rows, args)
+  kept = [r for r in rows if _point(r) in done]
+  return kept, [*meta.get("earlier", []), {k: v for k, v in meta.items() if k != "earlier"}]
+
+
 def main_separate(args, argv) -> list[dict]:
   meta = speed._meta(args, argv)
   stem = args.out[:-len(".json")] if args.out.endswith(".json") else args.out
+  previous = []
+  if args.resume:  # a file that cannot be extended: one line, exit code 2, before any work
+    previous, meta["earlier"] = speed.parse_or_exit(
+        lambda path: load_for_resume(path, args), stem + ".json", "benchmarks.paired")
+    grid = {(c, b, t, h) for c in args.cells for b in args.batch for t in args.length
+            for h in args.hidden}
+    print(f"--resume: {len(complete_points(previous, args) & grid)} of the {len(grid)} "
+          f"points are in {stem}.json already; measuring the other "
+          f"{len(grid - complete_points(previous, args))}.", flush=True)
   print(f"{', '.join(args.frameworks)}: one worker process each, {args.rounds} rounds of "
         f"{args.steps_per_round} steps per point and mode, order rotated each round; "
         f"{args.threads} threads, device {args.device} (torch on {args.torch_device}). "
         f"Tokens/s: median (lowest-highest round); {speed.REFERENCE}/peer = t_peer / "
         f"t_{speed.REFERENCE} per round, median (lowest-highest); > 1: {speed.REFERENCE} "
         "is faster.", flush=True)
-  rows = run_separate(args, save=lambda rows: speed.write_results(rows, meta, stem))
+  rows = run_separate(args, save=lambda rows: speed.write_results(rows, meta, stem),
+                      rows=previous)
   meta["loadavg_end"] = os.getloadavg()
   print()
-  print(speed.ratio_summary(rows, args.frameworks))
+  if previous:  # the whole table: this run printed only the points it measured
+    print(speed.speed_table(rows, args.frameworks, token_range=True,
+                            reference=args.reference))
+  print(speed.ratio_summary(rows, args.frameworks, reference=args.reference))
   print(profile_summary(rows))
   paths = speed.write_results(rows, meta, stem)
   print(f"wrote {paths[0]} and {paths[1]}; load average {meta['loadavg_start']} -> "
@@ -508,9 +596,38 @@ def main_one_process(args, argv) -> list[dict]:
   return rows
 
 
+def load_rendered(path: str, reference: str) -> tuple[list[dict], list[str]]:
+  """(rows, frameworks) of a saved run; ValueError where it cannot be read or lacks
+  ``reference``."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    rows, frameworks = saved["rows"], saved["meta"]["args"]["frameworks"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"--render: {path} is not a results file of benchmarks.paired that can "
+                     f"be read ({type(e).__name__}: {e}).") from None
+  if reference not in frameworks:
+    raise ValueError(f"--reference {reference} was not measured in {path}; it has "
+                     f"{', '.join(frameworks)}.")
+  return rows, frameworks
+
+
+def render(args) -> list[dict]:
+  """--render: the whole table, the ratio summary and the PROFILE summary of a saved run,
+  ratios against --reference."""
+  rows, frameworks = speed.parse_or_exit(lambda path: load_rendered(path, args.reference),
+                                         args.render, "benchmarks.paired")
+  print(speed.speed_table(rows, frameworks, token_range=True, reference=args.reference))
+  print(speed.ratio_summary(rows, frameworks, reference=args.reference))
+  print(profile_summary(rows))
+  return rows
+
+
 def main(argv=None) -> list[dict]:
   argv = sys.argv[1:] if argv is None else argv
   args = speed.parse_or_exit(parse_args, argv, "benchmarks.paired")
+  if args.render:
+    return render(args)
   return (main_one_process if args.one_process else main_separate)(args, argv)
 
 

@@ -267,14 +267,16 @@ def _by_case(rows, key):
   return values, errors
 
 
-def _ratios(values, case, peer):
-  """Per-round rnnlab/peer ratios, over the rounds both measured."""
-  ref, other = values.get((REFERENCE, *case), {}), values.get((peer, *case), {})
+def _ratios(values, case, peer, reference=REFERENCE):
+  """Per-round reference/peer ratios, over the rounds both measured."""
+  ref, other = values.get((reference, *case), {}), values.get((peer, *case), {})
   return [ref[r] / other[r] for r in sorted(set(ref) & set(other))]
 
 
-def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
-  """Tokens/s per framework and rnnlab/peer per (cell, mode, B, T, H).
+def speed_table(rows, frameworks, metric="wall", token_range=False,
+                reference=REFERENCE) -> str:
+  """Tokens/s per framework and reference/peer (default rnnlab/peer) per (cell, mode, B, T,
+  H).
 
   With several rounds, tokens/s is the median over rounds and each ratio is the
   median of the per-round ratios, followed by their range (lowest-highest);
@@ -283,7 +285,7 @@ def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
   key = METRICS[metric]
   values, errors = _by_case(rows, key)
   cases = sorted({k[1:] for k in values} | {k[1:] for k in errors})
-  peers = [f for f in frameworks if f != REFERENCE] if REFERENCE in frameworks else []
+  peers = [f for f in frameworks if f != reference] if reference in frameworks else []
   spread = any(len(v) > 1 for v in values.values())
   width = 20 if spread else 14
   token_width = 22 if spread and token_range else 10
@@ -296,7 +298,7 @@ def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
     return f"{text} ({min(v):.1f}-{max(v):.1f})" if token_width > 10 and len(v) > 1 else text
 
   def ratio(case, peer):
-    rs = _ratios(values, case, peer)
+    rs = _ratios(values, case, peer, reference)
     if not rs:
       return "-"
     text = f"{statistics.median(rs):.2f}"
@@ -304,7 +306,7 @@ def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
 
   head = (f"{'cell':5} {'mode':8} {'B':>4} {'T':>5} {'H':>4} | "
           + " ".join(f"{f:>{token_width}}" for f in frameworks) + " | "
-          + " ".join(f"{REFERENCE + '/' + p:>{width}}" for p in peers))
+          + " ".join(f"{reference + '/' + p:>{width}}" for p in peers))
   lines = [head, "-" * len(head)]
   for case in cases:
     cell, mode, b, t, h = case
@@ -314,8 +316,9 @@ def speed_table(rows, frameworks, metric="wall", token_range=False) -> str:
   return "\n".join(lines)
 
 
-def ratio_summary(rows, frameworks, metric="wall") -> str:
-  """One line per peer: how the per-point rnnlab/peer ratios are spread over the grid.
+def ratio_summary(rows, frameworks, metric="wall", reference=REFERENCE) -> str:
+  """One line per peer: how the per-point reference/peer ratios (default rnnlab/peer) are
+  spread over the grid.
 
   A point counts as ahead or behind by its median ratio over rounds; "behind in
   every round" counts the points where rnnlab was slower in each round: with
@@ -324,15 +327,15 @@ def ratio_summary(rows, frameworks, metric="wall") -> str:
   values, _ = _by_case(rows, METRICS[metric])
   cases = sorted({k[1:] for k in values})
   lines = []
-  for peer in (f for f in frameworks if f != REFERENCE):
-    per_case = {c: _ratios(values, c, peer) for c in cases}
+  for peer in (f for f in frameworks if f != reference):
+    per_case = {c: _ratios(values, c, peer, reference) for c in cases}
     per_case = {c: rs for c, rs in per_case.items() if rs}
     if not per_case:
       continue
     med = [statistics.median(rs) for rs in per_case.values()]
     rounds = max(len(rs) for rs in per_case.values())
     behind = [c for c, rs in per_case.items() if statistics.median(rs) < 1]
-    line = (f"{REFERENCE}/{peer}: {len(med)} points, median {statistics.median(med):.2f}, "
+    line = (f"{reference}/{peer}: {len(med)} points, median {statistics.median(med):.2f}, "
             f"geometric mean {statistics.geometric_mean(med):.2f}, range {min(med):.2f}-"
             f"{max(med):.2f}; ahead at {len(med) - len(behind)}, behind at {len(behind)} "
             f"({sum(m >= 0.9 for m in med if m < 1)} of them by less than 10%)")

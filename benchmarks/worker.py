@@ -37,8 +37,10 @@ BACKENDS = {
     "rnnlab_seq": "benchmarks.jax_models",
     # the fused backward pass forced on (engine.scan(fused=True))
     "rnnlab_fused": "benchmarks.jax_models",
-    # oneDNN's fused LSTM on the CPU (engine.scan(onednn=True); the rnnlab[onednn] extra)
+    # oneDNN's fused LSTM and GRU on the CPU (engine.scan(onednn=True); the rnnlab[onednn] extra)
     "rnnlab_onednn": "benchmarks.jax_models",
+    # oneDNN off: the XLA scan for every cell (what rnnlab ran before oneDNN was its default)
+    "rnnlab_scan": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",

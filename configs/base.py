@@ -36,9 +36,9 @@ def model() -> ml_collections.ConfigDict:
   #                                 engine.FUSED_DEFAULT where it applies, True forces, False off
   m.cudnn = config_dict.placeholder(bool)  # plain lstm through cuDNN on a CUDA GPU: None =
   #                                 engine.CUDNN_DEFAULT where it applies, True forces, False off
-  m.onednn = config_dict.placeholder(bool)  # plain lstm through oneDNN on the CPU (full-length
-  #                                 sequences; the rnnlab[onednn] extra): None =
-  #                                 engine.ONEDNN_DEFAULT where it applies, True forces, False off
+  m.onednn = config_dict.placeholder(bool)  # plain lstm or gru through oneDNN on the CPU
+  #                                 (full-length sequences, no remat): None =
+  #                                 engine.ONEDNN_DEFAULT (on) where it applies, True forces, False off
   return m
 
 

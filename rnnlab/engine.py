@@ -18,6 +18,8 @@ valid step (padding at the end is skipped, not read first).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 from typing import Any, Sequence
@@ -101,17 +103,19 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
   for field, on, vendor, device in (("cudnn", cudnn, "cuDNN", "gpu"),
                                     ("onednn", onednn_flag, "oneDNN", "cpu")):
     if on:  # what a config decides; masks and lengths are checked where the scan runs
-      _check_vendor_lstm_config(model_cfg, field, vendor, device, zoneout=zoneout,
-                                recurrent_dropout=recurrent_dropout)
+      _check_vendor_rnn_config(model_cfg, field, vendor, device, zoneout=zoneout,
+                               recurrent_dropout=recurrent_dropout)
 
 
-def _check_vendor_lstm_config(model_cfg, field, vendor, device, *, zoneout, recurrent_dropout):
-  """ValueError listing why ``model.<field>=True`` (a vendor's fused LSTM on ``device``, "gpu"
-  or "cpu") cannot run with this config, if it cannot."""
+def _check_vendor_rnn_config(model_cfg, field, vendor, device, *, zoneout, recurrent_dropout):
+  """ValueError listing why ``model.<field>=True`` (a vendor's fused RNN on ``device``, "gpu"
+  or "cpu": cuDNN's LSTM, oneDNN's LSTM and GRU) cannot run with this config, if it cannot."""
   options = cells_lib.set_options(model_cfg.cell_options)
   backend = jax.default_backend()
+  cells = onednn_lib.CELLS if field == "onednn" else ("lstm",)
+  runs = " and the ".join(f"plain {c}" if c == "lstm" else c for c in cells)
   blockers = [why for blocked, why in (
-      (model_cfg.cell != "lstm", f"{vendor} runs the plain lstm, not {model_cfg.cell!r}"),
+      (model_cfg.cell not in cells, f"{vendor} runs the {runs}, not {model_cfg.cell!r}"),
       (bool(options.get("peepholes")), f"{vendor}'s LSTM has no peepholes"),
       (model_cfg.get("dtype") not in (None, "float32"), "it runs float32 only, not "
        f"model.dtype={model_cfg.get('dtype')!r}"),
@@ -119,6 +123,8 @@ def _check_vendor_lstm_config(model_cfg, field, vendor, device, *, zoneout, recu
       (recurrent_dropout, "it does not take recurrent dropout"),
       (bool(model_cfg.get("fused")), "it does not take model.fused=True"),
       (field == "onednn" and bool(model_cfg.get("cudnn")), "it does not take model.cudnn=True"),
+      (field == "onednn" and bool(model_cfg.get("remat")),
+       "it does not take model.remat=True (oneDNN keeps its own workspace)"),
       (backend != device, f"it needs a CUDA GPU (the backend is {backend})" if device == "gpu"
        else f"it runs on the CPU only (the backend is {backend})")) if blocked]
   if not blockers and field == "onednn":  # only now: the first call builds the library
@@ -417,33 +423,53 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
   return (c_n[0], h_n[0]), y
 
 
-# What ``onednn=None`` means where oneDNN applies: off until a paired benchmark
-# (python -m benchmarks.paired --frameworks rnnlab,rnnlab_onednn,...) says it pays on the CPUs
-# the runs use; its training workspace is also several times the scan's residuals.
-ONEDNN_DEFAULT = False
+# What ``onednn=None`` means where oneDNN applies (CPU, the plain lstm or the gru, float32,
+# full-length sequences, no remat, the library here): on. The paired benchmark
+# (benchmarks/README.md, "oneDNN for the LSTM and GRU") put oneDNN's training step level with
+# the scan or up to 2x faster, and its forward pass 1.4-3x faster, on this CPU. Not inside
+# ``vmapped_runs()``: there its calls would run once per vmapped run.
+ONEDNN_DEFAULT = True
+
+_VMAPPED_RUNS = contextvars.ContextVar("rnnlab_engine_vmapped_runs", default=False)
+
+
+@contextlib.contextmanager
+def vmapped_runs():
+  """Within it, ``onednn=None`` means the scan. ``rnnlab.training.vmapped`` traces the steps
+  of N runs (N sets of weights) as one ``jax.vmap`` program under it: XLA batches the N runs'
+  matmuls into one, while a custom call into oneDNN would run once per run, one after
+  another (``vmap_method="sequential"``). ``onednn=True`` still forces it."""
+  token = _VMAPPED_RUNS.set(True)
+  try:
+    yield
+  finally:
+    _VMAPPED_RUNS.reset(token)
 
 
 def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturbation=None,
                    return_carries=False, recurrent_mask=None, zoneout=None, fused=None,
-                   cudnn=None) -> bool:
-  """Whether ``scan`` runs ``cell`` as oneDNN's fused LSTM on the CPU (``rnnlab.onednn``).
+                   cudnn=None, remat=False) -> bool:
+  """Whether ``scan`` runs ``cell`` through oneDNN's fused RNN primitives on the CPU
+  (``rnnlab.onednn``): the plain ``lstm`` as oneDNN's LSTM, the ``gru`` as its
+  linear-before-reset GRU.
 
-  It applies to the plain ``lstm`` (no peepholes) in float32 on the CPU backend, over
-  full-length sequences (no ``lengths``, no ``mask``: oneDNN's LSTM takes no sequence
-  lengths), forward or reverse, from any initial carry, where the oneDNN wheels and g++ are
-  installed (``onednn.available()``); not with a perturbation, per-step carries, recurrent
-  dropout, zoneout, ``fused=True`` or ``cudnn=True``; ``remat`` does not apply (oneDNN keeps
-  its own workspace for the backward pass). ``onednn=None``: ``ONEDNN_DEFAULT``
-  where it applies, else the scan; True forces it (an error saying why where it cannot
-  run); False never."""
+  It applies to the plain ``lstm`` (no peepholes) and the ``gru`` in float32 on the CPU
+  backend, over full-length sequences (no ``lengths``, no ``mask``: oneDNN's RNNs take no
+  sequence lengths), forward or reverse, from any initial carry, where the oneDNN wheels and
+  g++ are installed (``onednn.available()``); not with a perturbation, per-step carries,
+  recurrent dropout, zoneout, ``remat`` (oneDNN keeps its own workspace for the backward
+  pass, several times the size of the outputs, where remat asks for less memory),
+  ``fused=True`` or ``cudnn=True``. ``onednn=None``: ``ONEDNN_DEFAULT`` where it applies
+  and not inside ``vmapped_runs()``, else the scan; True forces it (an error saying why
+  where it cannot run); False never."""
   if onednn not in (None, True, False):
     raise ValueError(f"onednn must be None (where it applies), True or False; got {onednn!r}.")
-  if onednn is False or (onednn is None and not ONEDNN_DEFAULT):
+  if onednn is False or (onednn is None and (not ONEDNN_DEFAULT or _VMAPPED_RUNS.get())):
     return False
   cell = cells_lib.get_cell(cell)
   blockers = []
-  if cell.name != "lstm" or any(k.startswith("p_") for k in params):
-    blockers.append(f"oneDNN runs the plain lstm without peepholes, not {cell.name!r}"
+  if cell.name not in onednn_lib.CELLS or any(k.startswith("p_") for k in params):
+    blockers.append(f"oneDNN runs the plain lstm (no peepholes) and the gru, not {cell.name!r}"
                     + (" with peepholes" if cell.name == "lstm" else ""))
   others = sorted({str(a.dtype) for a in (xs, *jax.tree.leaves(params))} - {"float32"})
   if others:  # inputs and parameters alike: the kernel reads float32 buffers
@@ -453,8 +479,8 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
                       (perturbation is not None, "a perturbation"),
                       (return_carries, "return_carries"),
                       (recurrent_mask is not None, "recurrent dropout"),
-                      (zoneout is not None, "zoneout"), (bool(fused), "fused=True"),
-                      (bool(cudnn), "cudnn=True")):
+                      (zoneout is not None, "zoneout"), (bool(remat), "remat"),
+                      (bool(fused), "fused=True"), (bool(cudnn), "cudnn=True")):
     if given:
       blockers.append(f"it does not take {what}")
   if jax.default_backend() != "cpu":
@@ -527,7 +553,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
       zoneout rate) or the carry's structure with leaves (*batch, T, H) of 0/1 draws
       (training). 0 is the plain cell. Classic cells only.
     fused, cudnn, onednn: the fused backward pass, cuDNN's LSTM (CUDA GPU) and oneDNN's
-      LSTM (CPU): None where they apply by default, True forces, False off; see
+      LSTM and GRU (CPU): None where they apply by default, True forces, False off; see
       ``resolve_fused``, ``resolve_cudnn`` and ``resolve_onednn``.
 
   Returns:
@@ -556,6 +582,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if zoneout is not None and cell.linear is not None:
     raise ValueError(f"zoneout applies to the classic cells; {cell.name!r} is a linear "
                      "recurrence (its state update is already a learned interpolation).")
+  linear = resolve_parallel(cell, parallel)  # first: parallel=True for a classic cell says so
   if resolve_cudnn(cell, cudnn, params, xs, mask=mask if lengths is None else None,
                    perturbation=perturbation, return_carries=return_carries,
                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused):
@@ -566,12 +593,13 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     return jax.tree.map(unflat, final), unflat(ys)
   if resolve_onednn(cell, onednn, params, xs, lengths=lengths, mask=given_mask,
                     perturbation=perturbation, return_carries=return_carries,
-                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn):
+                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn,
+                    remat=remat):
     rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
-    final, ys = onednn_lib.lstm(params, rows(xs), carry, reverse=reverse)
+    run = onednn_lib.lstm if cell.name == "lstm" else onednn_lib.gru
+    final, ys = run(params, rows(xs), carry, reverse=reverse)
     unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
     return jax.tree.map(unflat, final), unflat(ys)
-  linear = resolve_parallel(cell, parallel)
   if linear is not None:
     if fused:
       resolve_fused(cell, fused)  # the error naming the cells that have it

@@ -56,8 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
   #                                  engine.FUSED_DEFAULT where it applies
   c.cudnn = ml_collections.config_dict.placeholder(bool)  # plain lstm on cuDNN (CUDA GPU);
   #                                  None = engine.CUDNN_DEFAULT where it applies
-  c.onednn = ml_collections.config_dict.placeholder(bool)  # plain lstm on oneDNN (CPU; the
-  #                                  rnnlab[onednn] extra); None = engine.ONEDNN_DEFAULT where it applies
+  c.onednn = ml_collections.config_dict.placeholder(bool)  # plain lstm or gru on oneDNN (CPU,
+  #                                  full-length sequences); None = engine.ONEDNN_DEFAULT (on)
+  #                                  where it applies
   c.embed_size = ml_collections.config_dict.placeholder(int)  # E; None = hidden_size
   c.dropout = 0.0                  # dropout on embeddings, between layers, before the readout
   c.variational = False            # those dropout masks locked over time (Gal & Ghahramani)

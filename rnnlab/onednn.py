@@ -1,8 +1,12 @@
-"""rnnlab's plain LSTM through oneDNN's fused LSTM primitive on the CPU (an XLA FFI custom call).
+"""rnnlab's plain LSTM and GRU through oneDNN's fused RNN primitives on the CPU (XLA FFI
+custom calls).
 
-``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes, float32, full-length
-sequences) through ``lstm`` below instead of ``jax.lax.scan``; ``engine.resolve_onednn`` says
-where that applies. The C++ side is ``rnnlab/_onednn/lstm_ffi.cc`` (shipped with the
+``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes) through ``lstm`` below,
+oneDNN's LSTM, and the ``gru`` cell through ``gru`` below, oneDNN's linear-before-reset GRU,
+instead of ``jax.lax.scan`` (float32, full-length sequences); ``engine.resolve_onednn`` says
+where that applies. Each runs as three custom calls: forward training (which keeps oneDNN's
+workspace), forward inference (for calls nothing differentiates) and backward, tied together
+by ``jax.custom_vjp``. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
 package). On first use it is compiled with g++ against jaxlib's FFI headers and the oneDNN
 wheels of the optional extra ``rnnlab[onednn]``:
 
@@ -34,12 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "lstm_ffi.cc"
+SOURCE = pathlib.Path(__file__).resolve().parent / "_onednn" / "rnn_ffi.cc"
 LIBRARY_DIST, HEADERS_DIST = "onednn-cpu-gomp", "onednn-devel-cpu-gomp"
 INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 "
                 "(or the extra rnnlab[onednn])")
-_TARGETS = {"onednn_lstm_fwd": "OnednnLstmFwd", "onednn_lstm_infer": "OnednnLstmInfer",
-            "onednn_lstm_bwd": "OnednnLstmBwd"}
+# The cells the library runs, and its FFI targets: onednn_<cell>_<stage> is the handler symbol
+# Onednn<Cell><Stage>.
+CELLS = ("lstm", "gru")
+_TARGETS = {f"onednn_{cell}_{stage}": f"Onednn{cell.capitalize()}{stage.capitalize()}"
+            for cell in CELLS for stage in ("fwd", "infer", "bwd")}
 
 
 def _dist_file(dist: str, suffix: str) -> pathlib.Path | None:
@@ -85,11 +92,11 @@ def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
       source, jax.__version__.encode(), importlib.metadata.version("jaxlib").encode(),
       str(lib).encode(), str(include).encode(), sys.version.encode()])).hexdigest()[:16]
   folder = cache_dir() / f"onednn-{key}"
-  out = folder / "liblstm_ffi.so"
+  out = folder / "librnn_ffi.so"
   if out.exists():
     return out
   folder.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".liblstm_ffi-", suffix=".so", dir=folder)
+  fd, tmp = tempfile.mkstemp(prefix=".librnn_ffi-", suffix=".so", dir=folder)
   os.close(fd)
   # Linked against the soname file itself (the wheel's unversioned libdnnl.so is a copy, not
   # a link); DT_RPATH (--disable-new-dtags) so that the loader finds it without
@@ -124,20 +131,20 @@ def _load():
     path = _build(lib, include, _compiler())
     so = ctypes.CDLL(str(path))
   except (OSError, RuntimeError) as e:
-    return None, f"the oneDNN LSTM library could not be built or loaded: {e}"
-  so.onednn_lstm_workspace_bytes.restype = ctypes.c_int64
-  so.onednn_lstm_workspace_bytes.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32]
-  so.onednn_lstm_info.restype = ctypes.c_int
-  so.onednn_lstm_info.argtypes = ([ctypes.c_int64] * 4 + [ctypes.c_int32, ctypes.c_char_p,
-                                                          ctypes.c_int64])
+    return None, f"the oneDNN RNN library could not be built or loaded: {e}"
+  problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
+  so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
+  so.onednn_rnn_workspace_bytes.argtypes = problem
+  so.onednn_rnn_info.restype = ctypes.c_int
+  so.onednn_rnn_info.argtypes = problem + [ctypes.c_char_p, ctypes.c_int64]
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(so, symbol)), platform="cpu")
   return so, None
 
 
 def available() -> tuple[bool, str]:
-  """(True, "") where ``lstm`` can run (the wheels, headers and g++ are here, and the library
-  builds and loads; the first call builds it), else (False, why)."""
+  """(True, "") where ``lstm`` and ``gru`` can run (the wheels, headers and g++ are here, and
+  the library builds and loads; the first call builds it), else (False, why)."""
   so, reason = _load()
   return so is not None, reason or ""
 
@@ -145,23 +152,25 @@ def available() -> tuple[bool, str]:
 def _library():
   so, reason = _load()
   if so is None:
-    raise RuntimeError(f"oneDNN's LSTM is not available: {reason}")
+    raise RuntimeError(f"oneDNN's RNN primitives are not available: {reason}")
   return so
 
 
 @functools.cache
-def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool) -> int:
-  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem."""
-  size = _library().onednn_lstm_workspace_bytes(t, n, c, h, int(reverse))
+def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool, *, cell: str = "lstm") -> int:
+  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem of
+  ``cell`` (one of ``CELLS``)."""
+  size = _library().onednn_rnn_workspace_bytes(cell.encode(), t, n, c, h, int(reverse))
   if size < 0:
-    raise RuntimeError(f"oneDNN could not create an LSTM for T={t}, B={n}, D={c}, H={h}.")
+    raise RuntimeError(f"oneDNN could not create its {cell} for T={t}, B={n}, D={c}, H={h}.")
   return int(size)
 
 
-def info(t: int, n: int, c: int, h: int, reverse: bool = False) -> str:
-  """Which oneDNN implementation and weight formats were picked for a problem (debugging)."""
+def info(t: int, n: int, c: int, h: int, reverse: bool = False, *, cell: str = "lstm") -> str:
+  """Which oneDNN implementation and weight formats were picked for a problem of ``cell``
+  (debugging)."""
   buf = ctypes.create_string_buffer(4096)
-  rc = _library().onednn_lstm_info(t, n, c, h, int(reverse), buf, len(buf))
+  rc = _library().onednn_rnn_info(cell.encode(), t, n, c, h, int(reverse), buf, len(buf))
   if rc != 0:
     raise RuntimeError(buf.value.decode())
   return buf.value.decode()
@@ -171,56 +180,82 @@ def _f32(shape):
   return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
 
 
-def _forward(params, xs, carry, reverse):
-  """(ys, h_T, c_T, workspace) from the forward custom call."""
-  c0, h0 = carry
-  b, t, d = xs.shape
-  h = h0.shape[-1]
-  out_types = (_f32((b, t, h)), _f32((b, h)), _f32((b, h)),
-               jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse),), jnp.uint8))
-  # vmap_method="sequential": under jax.vmap (rnnlab's vmapped sweeps) the call runs once
-  # per vmapped element.
-  return jax.ffi.ffi_call("onednn_lstm_fwd", out_types, vmap_method="sequential")(
-      xs, c0, h0, params["w_x"], params["w_h"], params["b"], reverse=np.int32(reverse))
+def _like(a):
+  return _f32(a.shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _lstm(params, xs, carry, reverse):
-  # Nothing differentiates this call: oneDNN's forward_inference, without the workspace
-  # (several times the size of ys) that training keeps for backward.
-  c0, h0 = carry
+# The custom calls of one cell (the targets of _TARGETS: onednn_<cell>_{fwd,infer,bwd}), all
+# in oneDNN's weight layout: ``weights`` (w_x, w_h, b) as the primitive reads them, ``carry``
+# the tuple of carry arrays in rnnlab's order, (c, h) for the lstm. Under jax.vmap (rnnlab's
+# vmapped sweeps) each call runs once per vmapped element (vmap_method="sequential").
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _run(cell, weights, xs, carry, reverse):
+  """(final carry, ys). Nothing differentiates this call: oneDNN's forward_inference, without
+  the workspace (several times the size of ys) that training keeps for backward."""
+  _library()  # the targets are registered where it is first loaded
   b, t, _ = xs.shape
-  h = h0.shape[-1]
-  ys, h_t, c_t = jax.ffi.ffi_call(
-      "onednn_lstm_infer", (_f32((b, t, h)), _f32((b, h)), _f32((b, h))),
-      vmap_method="sequential")(xs, c0, h0, params["w_x"], params["w_h"], params["b"],
+  ys, *final = jax.ffi.ffi_call(
+      f"onednn_{cell}_infer", (_f32((b, t, carry[-1].shape[-1])), *map(_like, carry)),
+      vmap_method="sequential")(xs, *carry, *weights, reverse=np.int32(reverse))
+  return tuple(final), ys
+
+
+def _run_fwd(cell, weights, xs, carry, reverse):
+  b, t, d = xs.shape
+  h = carry[-1].shape[-1]
+  ws = jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse, cell=cell),), jnp.uint8)
+  ys, *final, ws = jax.ffi.ffi_call(
+      f"onednn_{cell}_fwd", (_f32((b, t, h)), *map(_like, carry), ws),
+      vmap_method="sequential")(xs, *carry, *weights, reverse=np.int32(reverse))
+  final = tuple(final)
+  return (final, ys), (weights, xs, carry, ys, final, ws)
+
+
+def _run_bwd(cell, reverse, res, cts):
+  weights, xs, carry, ys, final, ws = res
+  d_final, dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
+  dxs, *grads = jax.ffi.ffi_call(
+      f"onednn_{cell}_bwd", (_like(xs), *map(_like, carry), *map(_like, weights)),
+      vmap_method="sequential")(xs, *carry, *weights, ys, *final, ws, dys, *d_final,
                                 reverse=np.int32(reverse))
-  return (c_t, h_t), ys
+  n = len(carry)
+  return tuple(grads[n:]), dxs, tuple(grads[:n])
 
 
-def _lstm_fwd(params, xs, carry, reverse):
-  ys, h_t, c_t, ws = _forward(params, xs, carry, reverse)
-  return ((c_t, h_t), ys), (params, xs, carry, ys, h_t, c_t, ws)
+_run.defvjp(_run_fwd, _run_bwd)
 
 
-def _lstm_bwd(reverse, res, cts):
-  params, xs, (c0, h0), ys, h_t, c_t, ws = res
-  (dc_t, dh_t), dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
-  like = lambda a: _f32(a.shape)
-  dxs, dc0, dh0, dw_x, dw_h, db = jax.ffi.ffi_call(
-      "onednn_lstm_bwd",
-      (like(xs), like(c0), like(h0), like(params["w_x"]), like(params["w_h"]),
-       like(params["b"])), vmap_method="sequential")(
-      xs, c0, h0, params["w_x"], params["w_h"], params["b"], ys, h_t, c_t, ws, dys, dh_t, dc_t,
-      reverse=np.int32(reverse))
-  return {"w_x": dw_x, "w_h": dw_h, "b": db}, dxs, (dc0, dh0)
+# Each cell's parameters, and the gate blocks of its w_x, w_h and b.
+_PARAMS = {"lstm": ("w_x", "w_h", "b"), "gru": ("w_x", "w_h", "b", "b_hn")}
+_GATES = {"lstm": 4, "gru": 3}
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+def _check(cell, params, xs, carry):
+  """ValueError unless ``params`` are exactly ``cell``'s, and they, ``xs`` (B, T, D) and
+  ``carry`` (a dict of (B, H) arrays by name) are float32 and of matching shapes."""
+  what, names = cell.upper(), _PARAMS[cell]
+  extra, missing = sorted(set(params) - set(names)), sorted(set(names) - set(params))
+  if extra or missing:
+    listed = f"{', '.join(names[:-1])} and {names[-1]}"
+    raise ValueError(f"oneDNN's {what} takes the parameters {listed}" + (
+        f" only, not {extra}{' (peepholes)' if cell == 'lstm' else ''}." if extra else
+        f"; {', '.join(missing)} missing."))
+  if xs.ndim != 3:
+    raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
+  for name, a in (("xs", xs), *carry.items(), *params.items()):
+    if a.dtype != jnp.float32:
+      raise ValueError(f"oneDNN's {what} runs float32 only; {name} is {a.dtype}.")
+  (b, _, d), h, g = xs.shape, params["w_h"].shape[0], _GATES[cell]
+  want = {"w_x": (d, g * h), "w_h": (h, g * h), "b": (g * h,), "b_hn": (h,),
+          **{name: (b, h) for name in carry}}
+  for name, a in (*params.items(), *carry.items()):
+    if tuple(a.shape) != want[name]:
+      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
+                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
 
 
 def lstm(params, xs, carry, reverse: bool = False):
-  """The plain ``lstm`` cell over full-length sequences, through oneDNN.
+  """The plain ``lstm`` cell over full-length sequences, through oneDNN's LSTM.
 
   Args:
     params: the cell's parameters w_x (D, 4H), w_h (H, 4H), b (4H,), gates (i, f, g, o);
@@ -233,20 +268,39 @@ def lstm(params, xs, carry, reverse: bool = False):
     ((c_T, h_T), ys), ys (B, T, H): what ``engine.scan("lstm", ...)`` returns. Differentiable
     in params, xs and carry. Everything must be float32.
   """
-  extra = sorted(set(params) - {"w_x", "w_h", "b"})
-  if extra:
-    raise ValueError(f"oneDNN's LSTM takes the parameters w_x, w_h and b only, not {extra} "
-                     "(peepholes).")
-  if xs.ndim != 3:
-    raise ValueError(f"xs must be (B, T, D); got shape {xs.shape}.")
   c0, h0 = carry
-  for name, a in (("xs", xs), ("c", c0), ("h", h0), *params.items()):
-    if a.dtype != jnp.float32:
-      raise ValueError(f"oneDNN's LSTM runs float32 only; {name} is {a.dtype}.")
-  (b, _, d), h = xs.shape, params["w_h"].shape[0]
-  want = {"w_x": (d, 4 * h), "w_h": (h, 4 * h), "b": (4 * h,), "c": (b, h), "h": (b, h)}
-  for name, a in (*params.items(), ("c", c0), ("h", h0)):
-    if tuple(a.shape) != want[name]:
-      raise ValueError(f"{name} has shape {tuple(a.shape)}; xs {tuple(xs.shape)} and w_h "
-                       f"{tuple(params['w_h'].shape)} ask for {want[name]}.")
-  return _lstm(dict(params), xs, (c0, h0), bool(reverse))
+  _check("lstm", params, xs, {"c": c0, "h": h0})
+  return _run("lstm", (params["w_x"], params["w_h"], params["b"]), xs, (c0, h0),
+              bool(reverse))
+
+
+def lbr_gru_weights(params):
+  """rnnlab's ``gru`` parameters as oneDNN's linear-before-reset GRU reads them: (w_x (D, 3H),
+  w_h (H, 3H), b (4H,)) with the gate blocks in oneDNN's order (u, r, o) = rnnlab's (z, r, n),
+  rnnlab's order being (r, z, n), and b = (b_z, b_r, b_n, b_hn): b_hn is the bias inside
+  r * (h W_hn + b_hn). Plain JAX, so gradients map back through it."""
+  def swap(a):  # the first two (..., H) blocks of the last axis
+    r, z, n = jnp.split(a, 3, axis=-1)
+    return jnp.concatenate([z, r, n], axis=-1)
+  return (swap(params["w_x"]), swap(params["w_h"]),
+          jnp.concatenate([swap(params["b"]), params["b_hn"]]))
+
+
+def gru(params, xs, h0, reverse: bool = False):
+  """The ``gru`` cell (PyTorch/cuDNN convention) over full-length sequences, through oneDNN's
+  linear-before-reset GRU (the same equations; ``lbr_gru_weights`` maps the parameters).
+
+  Args:
+    params: the cell's parameters w_x (D, 3H), w_h (H, 3H), b (3H,), gates (r, z, n), and
+      b_hn (H,).
+    xs: (B, T, D) inputs.
+    h0: (B, H), the initial carry.
+    reverse: run from t = T-1 down to 0 (outputs stay aligned with inputs).
+
+  Returns:
+    (h_T, ys), ys (B, T, H): what ``engine.scan("gru", ...)`` returns. Differentiable in
+    params, xs and h0. Everything must be float32.
+  """
+  _check("gru", params, xs, {"h": h0})
+  (h_t,), ys = _run("gru", lbr_gru_weights(params), xs, (h0,), bool(reverse))
+  return h_t, ys

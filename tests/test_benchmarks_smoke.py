@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -282,6 +283,72 @@ def test_paired_profile_is_the_matmul_share_of_rnnlabs_step():
       paired.profile_summary(rows)
 
 
+def _resume_args(tmp_path, *extra):
+  return paired.parse_args(["--frameworks", "rnnlab,flax", "--cells", "lstm", "--modes",
+                            "train", "--batch", "2", "--length", "5", "--hidden", "8,16",
+                            "--rounds", "3", "--threads", "1", "--out",
+                            str(tmp_path / "p.json"), "--resume", *extra])
+
+
+def test_paired_resume_keeps_complete_points_and_measures_the_rest(tmp_path, monkeypatch):
+  args = _resume_args(tmp_path)
+  done = _paired_rows({"rnnlab": [1.0] * 3, "flax": [1.0] * 3}, hidden=8)
+  short = _paired_rows({"rnnlab": [1.0] * 3, "flax": [1.0] * 2}, hidden=16)  # cut off
+  failed = [{**r, "hidden": 32} for r in done[:5]] + [
+      {"framework": "flax", "cell": "lstm", "mode": "train", "batch": 2, "length": 5,
+       "hidden": 32, "error": "timed out"}]
+  assert paired.complete_points(done + short + failed, args) == {("lstm", 2, 5, 8)}
+  speed.write_results(done + short + failed, speed._meta(args, []), str(tmp_path / "p"))
+  kept, earlier = paired.load_for_resume(str(tmp_path / "p.json"), args)
+  assert kept == done and len(earlier) == 1 and earlier[0]["args"]["rounds"] == 3
+
+  asked = []
+  monkeypatch.setattr(paired, "Server", lambda fw, args: types.SimpleNamespace(
+      alive=True, close=lambda: None))
+  monkeypatch.setattr(paired, "measure_point", lambda servers, args, point: asked.append(
+      point["hidden"]) or _paired_rows({"rnnlab": [2.0] * 3, "flax": [1.0] * 3},
+                                       hidden=point["hidden"]))
+  rows = paired.run_separate(args, rows=kept)
+  assert asked == [16]  # H = 8 was complete; H = 16 had 2 of flax's 3 rounds
+  assert paired.complete_points(rows, args) == {("lstm", 2, 5, 8), ("lstm", 2, 5, 16)}
+
+
+def test_paired_resume_refuses_a_file_it_cannot_extend(tmp_path):
+  args = _resume_args(tmp_path)
+  path = str(tmp_path / "p.json")
+  assert paired.load_for_resume(path, args) == ([], [])  # nothing yet: start afresh
+  speed.write_results([], speed._meta(_resume_args(tmp_path, "--warmup", "1"), []),
+                      str(tmp_path / "p"))
+  with pytest.raises(ValueError, match=r"other settings \(warmup=1 there, 2 now\)"):
+    paired.load_for_resume(path, args)
+  (tmp_path / "p.json").write_text('{"meta": {"ar')
+  with pytest.raises(ValueError, match="not a results file of benchmarks.paired that can be "
+                                       "read \\(JSONDecodeError"):
+    paired.load_for_resume(path, args)
+  with pytest.raises(ValueError, match="--resume, --render and --reference apply to the separate-process mode only"):
+    paired.parse_args(["--one_process", "--resume"])
+
+
+def test_paired_render_divides_by_the_reference_it_is_given(tmp_path, capsys):
+  rows = _paired_rows({"rnnlab": [2.0] * 3, "rnnlab_onednn": [1.0] * 3, "torch": [1.5] * 3})
+  args = _resume_args(tmp_path)
+  args.frameworks = ("rnnlab", "rnnlab_onednn", "torch")
+  speed.write_results(rows, speed._meta(args, []), str(tmp_path / "p"))
+  path = str(tmp_path / "p.json")
+  paired.main(["--render", path, "--reference", "rnnlab_onednn"])
+  out = capsys.readouterr().out
+  assert "rnnlab_onednn/rnnlab: 1 points, median 2.00" in out
+  assert "rnnlab_onednn/torch: 1 points, median 1.50" in out
+  for argv, message in ((["--render", path, "--reference", "flax"],
+                         "--reference flax was not measured in"),
+                        (["--render", str(tmp_path / "none.json")],
+                         "that can be read (FileNotFoundError"),
+                        (["--reference", "keras"], "--reference 'keras' is not a framework")):
+    with pytest.raises(SystemExit):
+      paired.main(argv)
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("hoist", [False, True])
 def test_matmul_program_does_the_steps_matmuls_and_nothing_more(hoist):
   """XLA's flop count of the PROFILE program is exactly the matmuls of T steps (2 flops a
@@ -402,3 +469,36 @@ def test_probes_run_and_refuse_bad_shapes():
   assert done.returncode == 2 and "(L >= 2)" in done.stderr
   done = run("dot", "--dot_shape", "2,2")
   assert done.returncode == 2 and done.stderr.startswith("benchmarks.probes: --point is B,T,H")
+
+
+# --- benchmarks.sweep_vmap --compare: runs/hour of a vmapped group, before and after ----
+
+def test_sweep_vmap_compare_parses_its_comparands_and_refuses_bad_ones(tmp_path, capsys):
+  from benchmarks import sweep_vmap
+  args = sweep_vmap.parse_args(["--compare", f"before={speed.REPO_ROOT}", "--compare",
+                                "after=.:model.onednn=True,optim.learning_rate=0.1"])
+  assert [c["label"] for c in args.compare] == ["before", "after"]
+  assert args.compare[1]["set"] == ["model.onednn=True", "optim.learning_rate=0.1"]
+  assert [sweep_vmap._value(v) for v in ("True", "0.1", "null", "glu")] == [True, 0.1, None,
+                                                                              "glu"]
+  for argv, message in (
+      (["--compare", "a=."], "two comparands or more"),
+      (["--compare", f"a={tmp_path}", "--compare", "b=."], "is not an rnnlab checkout"),
+      (["--set", "model.onednn"], "--set takes KEY=VALUE"),
+      (["--arms", "vmapped,alone"], "--arms: unknown ['alone']")):
+    with pytest.raises(SystemExit):
+      sweep_vmap.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_vmap_compare_reports_per_round_ratios_to_the_first():
+  from benchmarks import sweep_vmap
+  rows = [{"cell": "lstm", "runs": 18, "label": lab, "round": r, "runs_per_hour": v,
+           "runs_per_cpu_hour": 2 * v}
+          for lab, values in (("before", (100, 200, 100)), ("after", (150, 220, 300)))
+          for r, v in enumerate(values)]
+  table = sweep_vmap.render_compare(rows, ["before", "after"]).splitlines()
+  assert table[2] == ("| lstm | 18 | before | 100 (100-200) | 1.00x (1.00-1.00) | "
+                      "200 (200-400) | 1.00x (1.00-1.00) |")
+  assert table[3] == ("| lstm | 18 | after | 220 (150-300) | 1.50x (1.10-3.00) | "
+                      "440 (300-600) | 1.50x (1.10-3.00) |")

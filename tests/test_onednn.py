@@ -1,8 +1,10 @@
-"""The oneDNN path of the plain LSTM (``engine.scan(onednn=True)`` on the CPU, ``rnnlab.onednn``).
+"""The oneDNN path of the plain LSTM and the GRU (``engine.scan(onednn=True)`` on the CPU,
+``rnnlab.onednn``).
 
-oneDNN's fused LSTM runs as an XLA FFI custom call, so these tests run the real kernel and
-must give the scan path's numbers: outputs, final carries and the gradients wrt parameters,
-inputs and initial carry, under jit and vmap. Without the oneDNN wheels (the rnnlab[onednn]
+oneDNN's fused LSTM and linear-before-reset GRU run as XLA FFI custom calls, so these tests
+run the real kernels and must give the scan path's numbers: outputs, final carries and the
+gradients wrt parameters (the gru's b_hn included), inputs and initial carry, under jit and
+vmap. Without the oneDNN wheels (the rnnlab[onednn]
 extra; requirements-dev.txt installs them) or g++ they are skipped with the reason
 ``onednn.available()`` gives; the refusals are tested either way."""
 
@@ -11,29 +13,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import engine, onednn
+from rnnlab import cells, engine, onednn
 from test_engine import random_params
 
 B, T = 3, 6
 OK, WHY = onednn.available()
 needs_onednn = pytest.mark.skipif(not OK, reason=f"oneDNN unavailable: {WHY}")
 TOL = dict(rtol=1e-5, atol=1e-5)
+CELLS = ["lstm", "gru"]  # what oneDNN runs
 
 
-def plain_lstm(d, seed=0):
-  """The lstm's parameters without peepholes, every entry random."""
-  return {k: v for k, v in random_params("lstm", seed=seed, d=d).items()
+def plain(cell, d, seed=0):
+  """The cell's parameters without peepholes, every entry random."""
+  return {k: v for k, v in random_params(cell, seed=seed, d=d).items()
           if not k.startswith("p_")}
 
 
-def problem(d, batch=(B,), seed=2):
-  params = plain_lstm(d)
+def problem(d, batch=(B,), seed=2, cell="lstm"):
+  """(params, xs, carry): the lstm's carry is (c, h), the gru's h; all random."""
+  params = plain(cell, d)
   rng = np.random.default_rng(seed)
   xs = rng.normal(size=(*batch, T, d)).astype(np.float32)
   h_size = params["w_h"].shape[0]
   carry = tuple(rng.normal(scale=0.5, size=(*batch, h_size)).astype(np.float32)
                 for _ in range(2))
-  return params, xs, carry
+  return params, xs, carry if cell == "lstm" else carry[1]
 
 
 def loss(f):
@@ -47,11 +51,12 @@ def assert_close(got, want):
 
 
 @needs_onednn
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("d", [5, 4], ids=["D!=H", "D==H"])  # test_engine's H is 4
-def test_onednn_gives_the_scan_numbers_and_gradients(d, reverse):
-  params, xs, carry = problem(d)
-  run = lambda flag: jax.jit(lambda p, x, c: engine.scan("lstm", p, x, carry=c, reverse=reverse,
+def test_onednn_gives_the_scan_numbers_and_gradients(d, reverse, cell):
+  params, xs, carry = problem(d, cell=cell)
+  run = lambda flag: jax.jit(lambda p, x, c: engine.scan(cell, p, x, carry=c, reverse=reverse,
                                                          onednn=flag))
   assert_close(run(True)(params, xs, carry), run(False)(params, xs, carry))
   grads = lambda flag: jax.jit(jax.grad(loss(run(flag)), argnums=(0, 1, 2)))(params, xs, carry)
@@ -59,41 +64,45 @@ def test_onednn_gives_the_scan_numbers_and_gradients(d, reverse):
 
 
 @needs_onednn
-def test_onednn_under_vmap_and_with_several_batch_dims():
+@pytest.mark.parametrize("cell", CELLS)
+def test_onednn_under_vmap_and_with_several_batch_dims(cell):
   """Vmapped over parameters and inputs (as rnnlab's vmapped sweeps run it: the custom call
   runs once per element), and with (2, B) batch dimensions folded into one."""
-  params, xs, carry = problem(5, batch=(2, B))
+  params, xs, carry = problem(5, batch=(2, B), cell=cell)
   params = jax.tree.map(lambda a: np.stack([a, 0.5 * a]), params)
 
   def run(flag):
-    f = lambda p, x, c: engine.scan("lstm", p, x, carry=c, onednn=flag)
+    f = lambda p, x, c: engine.scan(cell, p, x, carry=c, onednn=flag)
     return jax.jit(jax.vmap(f))
 
   assert_close(run(True)(params, xs, carry), run(False)(params, xs, carry))
   grads = lambda flag: jax.grad(loss(run(flag)), argnums=(0, 1, 2))(params, xs, carry)
   assert_close(grads(True), grads(False))
   # several batch dimensions without vmap, and the zero initial carry
-  f = lambda flag: engine.scan("lstm", jax.tree.map(lambda a: a[0], params), xs, onednn=flag)
+  f = lambda flag: engine.scan(cell, jax.tree.map(lambda a: a[0], params), xs, onednn=flag)
   assert_close(f(True), f(False))
 
 
 @needs_onednn
-def test_the_onednn_call_is_the_one_that_runs():
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_onednn_call_is_the_one_that_runs(cell):
   """The comparisons above would pass trivially if onednn=True quietly fell back."""
-  params, xs, carry = problem(5)
+  params, xs, carry = problem(5, cell=cell)
+  target = lambda stage: f"onednn_{cell}_{stage}"
   for flag in (True, False):
-    run = lambda p, x, c, flag=flag: engine.scan("lstm", p, x, carry=c, onednn=flag)
+    run = lambda p, x, c, flag=flag: engine.scan(cell, p, x, carry=c, onednn=flag)
     hlo = jax.jit(run).lower(params, xs, carry).as_text()
     # a call nothing differentiates runs forward_inference, without the workspace
-    assert ("onednn_lstm_infer" in hlo) == flag and "onednn_lstm_fwd" not in hlo
+    assert (target("infer") in hlo) == flag and target("fwd") not in hlo
     hlo = jax.jit(jax.grad(loss(run))).lower(params, xs, carry).as_text()
-    assert ("onednn_lstm_fwd" in hlo and "onednn_lstm_bwd" in hlo) == flag
-    assert "onednn_lstm_infer" not in hlo
+    assert (target("fwd") in hlo and target("bwd") in hlo) == flag
+    assert target("infer") not in hlo
 
 
 @needs_onednn
-def test_apply_stack_takes_onednn():
-  stack = engine.make_stack("lstm", 4, num_layers=2, bidirectional=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_apply_stack_takes_onednn(cell):
+  stack = engine.make_stack(cell, 4, num_layers=2, bidirectional=True)
   params = engine.init_stack(jax.random.key(0), stack, 5)
   xs = np.random.default_rng(0).normal(size=(B, T, 5)).astype(np.float32)
   assert_close(engine.apply_stack(stack, params, xs, onednn=True),
@@ -101,7 +110,7 @@ def test_apply_stack_takes_onednn():
 
 
 @pytest.mark.parametrize("cell,kwargs,message", [
-    ("gru", {}, "oneDNN runs the plain lstm without peepholes, not 'gru'"),
+    ("mgu", {}, "oneDNN runs the plain lstm (no peepholes) and the gru, not 'mgu'"),
     ("lstm", {"peepholes": True}, "not 'lstm' with peepholes"),
     ("lstm", {"lengths": np.array([6, 2, 4])}, "it does not take lengths"),
     ("lstm", {"mask": np.ones((B, T), bool)}, "it does not take a mask"),
@@ -112,6 +121,11 @@ def test_apply_stack_takes_onednn():
     ("lstm", {"dtype": np.float64}, "it runs float32 only, not float64"),
     ("lstm", {"dtype": jnp.bfloat16}, "it runs float32 only, not bfloat16"),
     ("lstm", {"xs_dtype": jnp.bfloat16}, "it runs float32 only, not bfloat16"),
+    ("gru", {"lengths": np.array([6, 2, 4])}, "it does not take lengths"),
+    ("gru", {"return_carries": True}, "it does not take return_carries"),
+    ("gru", {"zoneout": 0.1}, "it does not take zoneout"),
+    ("gru", {"fused": True}, "it does not take fused=True"),
+    ("gru", {"xs_dtype": jnp.bfloat16}, "it runs float32 only, not bfloat16"),
 ])
 def test_onednn_true_says_why_it_cannot_run(cell, kwargs, message):
   kwargs = dict(kwargs)
@@ -123,7 +137,7 @@ def test_onednn_true_says_why_it_cannot_run(cell, kwargs, message):
     params = {k: v for k, v in params.items() if not k.startswith("p_")}
   xs = np.zeros((B, T, 5), xs_dtype)
   if xs_dtype != dtype:  # a carry of the computed dtype, as _check_dtypes asks
-    kwargs["carry"] = tuple(np.zeros((B, 4), np.float32) for _ in range(2))
+    kwargs["carry"] = cells.get_cell(cell).init_carry(params, (B,))
   with jax.enable_x64(dtype == np.float64):
     with pytest.raises(ValueError) as info:
       engine.scan(cell, params, jnp.asarray(xs), onednn=True, **kwargs)
@@ -150,16 +164,45 @@ def test_onednn_lstm_refuses_mismatched_shapes():
                                reverse=np.int32(0)))
 
 
-def test_onednn_none_runs_the_scan_where_onednn_cannot():
+@needs_onednn
+def test_onednn_gru_refuses_mismatched_shapes_and_parameters():
+  params, xs, h = problem(5, cell="gru")
+  with pytest.raises(ValueError, match=r"h has shape \(2, 4\); xs \(3, 6, 5\) and w_h "
+                                       r"\(4, 12\) ask for \(3, 4\)\."):
+    onednn.gru(params, xs, h[:2])
+  with pytest.raises(ValueError, match=r"b_hn has shape \(5,\); .* ask for \(4,\)\."):
+    onednn.gru({**params, "b_hn": np.zeros(5, np.float32)}, xs, h)
+  with pytest.raises(ValueError, match="oneDNN's GRU takes the parameters w_x, w_h, b and "
+                                       "b_hn; b_hn missing."):
+    onednn.gru({k: v for k, v in params.items() if k != "b_hn"}, xs, h)
+  # the custom call checks too (it writes through raw pointers); its b is oneDNN's (4H,)
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  call = jax.ffi.ffi_call("onednn_gru_fwd", (f32(3, 6, 4), f32(3, 4),
+                                             jax.ShapeDtypeStruct((8,), jnp.uint8)))
+  with pytest.raises(Exception, match=r"h0 \(B, H\), w_x \(D, 3H\), .* do not match xs"):
+    jax.block_until_ready(call(xs, h[:2], *onednn.lbr_gru_weights(params),
+                               reverse=np.int32(0)))
+
+
+def test_onednn_none_runs_onednn_where_it_applies_and_the_scan_elsewhere():
   params, xs, carry = problem(5)
   lengths = np.array([6, 2, 4])
-  for kwargs in ({}, {"lengths": lengths}):
-    jax.tree.map(np.testing.assert_array_equal,
-                 engine.scan("lstm", params, xs, carry=carry, onednn=None, **kwargs),
-                 engine.scan("lstm", params, xs, carry=carry, onednn=False, **kwargs))
-  assert not engine.resolve_onednn("lstm", None, params, xs)  # ONEDNN_DEFAULT is off
+  same = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+  run = lambda onednn, **kw: engine.scan("lstm", params, xs, carry=carry, onednn=onednn, **kw)
+  assert engine.ONEDNN_DEFAULT and engine.resolve_onednn("lstm", None, params, xs)
+  same(run(None), run(True))
+  for kwargs in ({"lengths": lengths}, {"remat": True}):  # where it cannot: the scan
+    assert not engine.resolve_onednn("lstm", None, params, xs, **kwargs)
+    same(run(None, **kwargs), run(False, **kwargs))
+  with engine.vmapped_runs():  # N runs vmapped into one program: the scan batches them
+    assert not engine.resolve_onednn("lstm", None, params, xs)
+    assert engine.resolve_onednn("lstm", True, params, xs)  # True still forces it
+    same(run(None), run(False))
+  assert engine.resolve_onednn("lstm", None, params, xs)  # the context is left behind
   with pytest.raises(ValueError, match="onednn must be None"):
     engine.scan("lstm", params, xs, onednn="on")
+  with pytest.raises(ValueError, match="it does not take remat"):
+    run(True, remat=True)
 
 
 def test_unavailable_library_is_refused_saying_why(monkeypatch):
@@ -198,12 +241,13 @@ def test_concurrent_builds_leave_one_library(tmp_path, monkeypatch):
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
     paths = list(pool.map(lambda _: onednn._build(lib, include, onednn._compiler()), range(2)))
   assert paths[0] == paths[1] and paths[0].parent.parent == tmp_path
-  assert [p.name for p in paths[0].parent.iterdir()] == ["liblstm_ffi.so"]
-  assert paths[0].name == "liblstm_ffi.so" and paths[0].stat().st_size > 0
+  assert [p.name for p in paths[0].parent.iterdir()] == ["librnn_ffi.so"]
+  assert paths[0].name == "librnn_ffi.so" and paths[0].stat().st_size > 0
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model.onednn": True, "model.cell": "gru"}, "oneDNN runs the plain lstm, not 'gru'"),
+    ({"model.onednn": True, "model.cell": "mgu"},
+     "oneDNN runs the plain lstm and the gru, not 'mgu'"),
     ({"model.onednn": True, "model.cell_options.peepholes": True}, "no peepholes"),
     ({"model.onednn": True, "model.dtype": "bfloat16"}, "float32 only"),
     ({"model.onednn": True, "model.fused": True}, "it does not take model.fused=True"),
@@ -218,7 +262,8 @@ def test_model_onednn_true_in_a_config_says_why_it_cannot_run(changes, message):
 
 
 @needs_onednn
-def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path):
+@pytest.mark.parametrize("cell", CELLS)
+def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path, cell):
   """``model.onednn=True`` reaches the engine through the classifier and trains to the scan
   path's numbers; the language model takes the field too and refuses it with zoneout."""
   from conftest import quiet, small_config  # pylint: disable=g-import-not-at-top
@@ -227,23 +272,53 @@ def test_model_onednn_in_a_config_trains_as_the_scan(tmp_path):
   losses = {}
   for flag in (False, True):
     config = small_config("adding", **{
-        "task.seq_len": 6, "task.eval_size": 16, "model.cell": "lstm", "model.hidden_size": 8,
+        "task.seq_len": 6, "task.eval_size": 16, "model.cell": cell, "model.hidden_size": 8,
         "model.onednn": flag, "train.batch_size": 8, "train.num_steps": 4,
         "train.log_every": 2, "train.eval_every": 4, "train.checkpoint_every": 4})
     summary = trainer.train_and_evaluate(config, str(tmp_path / str(flag)), console=quiet)
     losses[flag] = summary["final"]["eval/loss"]
   assert losses[True] == pytest.approx(losses[False], rel=1e-5)
   cfg = lm.default_config()
-  cfg.onednn, cfg.zoneout = True, 0.1
+  cfg.cell, cfg.onednn, cfg.zoneout = cell, True, 0.1
   with pytest.raises(ValueError, match="model.onednn=True cannot run here: it does not take "
                                        "zoneout"):
     lm.validate(cfg)
 
 
-def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_only():
-  from benchmarks import paired  # pylint: disable=g-import-not-at-top
-  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm",
+@needs_onednn
+def test_a_single_run_trains_through_onednn_by_default_and_vmapped_runs_through_the_scan(
+    tmp_path, monkeypatch):
+  """model.onednn None: one run's lstm goes through oneDNN; N vmapped runs (one program over
+  N sets of weights) keep the scan, which batches them, unless model.onednn=True."""
+  from conftest import quiet, small_config  # pylint: disable=g-import-not-at-top
+  from rnnlab.training import trainer, vmapped  # pylint: disable=g-import-not-at-top
+  traced = []
+  real = onednn.lstm
+  monkeypatch.setattr(onednn, "lstm", lambda *a, **k: traced.append(1) or real(*a, **k))
+  config = lambda seed, flag=None: small_config("adding", **{
+      "seed": seed, "task.seq_len": 6, "task.eval_size": 16, "model.cell": "lstm",
+      "model.hidden_size": 8, "model.onednn": flag, "train.batch_size": 8,
+      "train.num_steps": 2, "train.log_every": 2, "train.eval_every": 2,
+      "train.checkpoint_every": 2})
+  trainer.train_and_evaluate(config(0), str(tmp_path / "one"), console=quiet)
+  assert traced  # the training step and the evaluation traced the oneDNN path
+  traced.clear()
+  vmapped.train_runs([config(0), config(1)], [str(tmp_path / f"v{i}") for i in range(2)],
+                     console=quiet)
+  assert not traced
+  vmapped.train_runs([config(0, True), config(1, True)],
+                     [str(tmp_path / f"t{i}") for i in range(2)], console=quiet)
+  assert traced
+
+
+def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
+  from benchmarks import jax_models, paired  # pylint: disable=g-import-not-at-top
+  assert paired.ONEDNN_CELLS == onednn.CELLS  # paired.py does not import jax to ask
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm,gru",
                             "--quick"])
-  assert "rnnlab_onednn" in args.frameworks
-  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm on the CPU"):
-    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,gru"])
+  assert "rnnlab_onednn" in args.frameworks and args.cells == ("lstm", "gru")
+  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm and the gru "
+                                       "on the CPU only"):
+    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,rnn"])
+  with pytest.raises(ValueError, match="rnnlab_onednn runs the lstm and the gru only, not 'mgu'"):
+    jax_models.MODELS["rnnlab_onednn"]("mgu", 4)

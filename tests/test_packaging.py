@@ -88,7 +88,7 @@ def test_wheel_holds_the_sources_rnnlab_compiles(built):
   ship them (pyproject's package-data), byte for byte."""
   src, wheel = built
   sources = sorted(p.relative_to(src).as_posix() for p in (src / "rnnlab").rglob("*.cc"))
-  assert "rnnlab/_onednn/lstm_ffi.cc" in sources
+  assert "rnnlab/_onednn/rnn_ffi.cc" in sources
   with zipfile.ZipFile(wheel) as zf:
     names = set(zf.namelist())
     missing = [s for s in sources if s not in names]

@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from rnnlab import engine
 from rnnlab.errors import InvalidConfigError
 from rnnlab.training import checkpoint
 from rnnlab.training import config as config_lib
@@ -148,8 +149,15 @@ def train_runs(configs: Sequence, workdirs: Sequence[str], *,
   for a run that failed (its failed.json says why). Raises InvalidConfigError
   before anything is written when the configs cannot share one program.
   Interrupted runs resume from their checkpoints; runs at different steps are
-  trained as separate groups, one after the other.
+  trained as separate groups, one after the other. Everything is traced inside
+  ``engine.vmapped_runs()``: the engine's defaults pick what batches over the runs (the
+  scan, where one run alone would take oneDNN's one call per run).
   """
+  with engine.vmapped_runs():
+    return _train_runs(configs, workdirs, console)
+
+
+def _train_runs(configs, workdirs, console):
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_runs needs one workdir per config, and at least one run.")
   for workdir in workdirs:
