@@ -101,7 +101,8 @@ def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
   # Linked against the soname file itself (the wheel's unversioned libdnnl.so is a copy, not
   # a link); DT_RPATH (--disable-new-dtags) so that the loader finds it without
   # LD_LIBRARY_PATH.
-  cmd = [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-isystem", jax.ffi.include_dir(),
+  cmd = [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-fopenmp", "-isystem",
+         jax.ffi.include_dir(),
          "-isystem", str(include), str(SOURCE), "-o", tmp, str(lib),
          f"-Wl,-rpath,{lib.parent}", "-Wl,--no-undefined", "-Wl,--disable-new-dtags"]
   try:
@@ -114,6 +115,26 @@ def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
     if os.path.exists(tmp):
       os.unlink(tmp)
   return out
+
+
+THREADS_ENV = "RNNLAB_ONEDNN_THREADS"
+
+
+def threads() -> int:
+  """OpenMP threads of each oneDNN call: ``RNNLAB_ONEDNN_THREADS``, default 1 (read once, when
+  the library loads). On the 2-core machine two threads made the quickstart's LSTM 2x slower
+  than one (the small per-step GEMMs do not pay for OpenMP's fork and join, and its threads
+  compete with XLA's); larger models on quiet many-core machines may want more (not
+  measured here). ValueError for a value that is not a positive integer."""
+  text = os.environ.get(THREADS_ENV, "1")
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call), "
+                     f"got {text!r}")
+  return value
 
 
 @functools.cache
@@ -132,6 +153,12 @@ def _load():
     so = ctypes.CDLL(str(path))
   except (OSError, RuntimeError) as e:
     return None, f"the oneDNN RNN library could not be built or loaded: {e}"
+  try:
+    count = threads()
+  except ValueError as e:
+    return None, str(e)
+  so.onednn_rnn_set_threads.argtypes = [ctypes.c_int32]
+  so.onednn_rnn_set_threads(count)  # before the first primitive: it sizes their scratchpads
   problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
   so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
   so.onednn_rnn_workspace_bytes.argtypes = problem

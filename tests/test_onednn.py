@@ -322,3 +322,14 @@ def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
     paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,rnn"])
   with pytest.raises(ValueError, match="rnnlab_onednn runs the lstm and the gru only, not 'mgu'"):
     jax_models.MODELS["rnnlab_onednn"]("mgu", 4)
+
+
+def test_threads_per_call_come_from_the_environment(monkeypatch):
+  monkeypatch.delenv(onednn.THREADS_ENV, raising=False)
+  assert onednn.threads() == 1  # the default: one OpenMP thread per call
+  monkeypatch.setenv(onednn.THREADS_ENV, "4")
+  assert onednn.threads() == 4
+  for bad in ("0", "two", ""):
+    monkeypatch.setenv(onednn.THREADS_ENV, bad)
+    with pytest.raises(ValueError, match="RNNLAB_ONEDNN_THREADS must be a positive integer"):
+      onednn.threads()

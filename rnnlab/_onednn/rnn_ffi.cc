@@ -34,7 +34,16 @@
 // Primitive descriptors, primitives, weight reorders, reordered weight buffers and a
 // scratchpad are cached per cell and (T, N, C, H, reverse) and never evicted, each entry
 // with its own mutex.
+//
+// Threads: oneDNN (the wheel's OpenMP runtime) runs every call on onednn_rnn_set_threads(n)
+// OpenMP threads, set once by rnnlab/onednn.py before the first call (RNNLAB_ONEDNN_THREADS,
+// default 1). omp_set_num_threads is per calling thread, so each XLA worker thread that runs
+// a call sets it there, and primitive creation (which sizes the scratchpad by the thread
+// count) sees the same number as execution.
 
+#include <omp.h>
+
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -56,6 +65,11 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 namespace {
+
+std::atomic<int> g_threads{1};
+
+// The calling thread's OpenMP thread count, for what oneDNN creates or runs next on it.
+void UseThreads() { omp_set_num_threads(g_threads.load()); }
 
 dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -271,6 +285,7 @@ struct Entry {
 
 template <class K>
 Entry<K>* GetEntry(const Problem& p) {
+  UseThreads();
   static std::mutex mu;
   static std::map<decltype(p.Key()), std::unique_ptr<Entry<K>>> cache;
   std::lock_guard<std::mutex> lock(mu);
@@ -350,6 +365,7 @@ Args Common(Entry<K>& e, Stage& s, const Seq& in, F32 w_x, F32 w_h, F32 b) {
 template <class Fn>
 ffi::Error Guarded(const std::string& what, Fn body) {
   try {
+    UseThreads();
     return body();
   } catch (const dnnl::error& err) {
     return ffi::Error::Internal("oneDNN " + what + ": " + err.what());
@@ -505,6 +521,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruInfer, GruInfer);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, GruBwd);
 
 extern "C" {
+
+// The OpenMP threads of every later call (n >= 1); rnnlab/onednn.py sets it once, before
+// the first primitive is created.
+void onednn_rnn_set_threads(int32_t n) { g_threads.store(n < 1 ? 1 : n); }
 
 // Bytes of the forward-training workspace of `cell`; -1 on error.
 int64_t onednn_rnn_workspace_bytes(const char* cell, int64_t T, int64_t N, int64_t C,
