@@ -425,9 +425,10 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
 
 # What ``onednn=None`` means where oneDNN applies (CPU, the plain lstm or the gru, float32,
 # full-length sequences, no remat, the library here): on. The paired benchmark
-# (benchmarks/README.md, "oneDNN for the LSTM and GRU") put oneDNN's training step level with
-# the scan or up to 2x faster, and its forward pass 1.4-3x faster, on this CPU. Not inside
-# ``vmapped_runs()``: there its calls would run once per vmapped run.
+# (benchmarks/README.md, "oneDNN for the LSTM and GRU, now the CPU default") put oneDNN's
+# training step at 0.93-1.45x the scan's speed (ahead at 10 of 12 points) and its forward
+# pass at 1.3-3.1x, on the 2-core CPU. Not inside ``vmapped_runs()``: there its calls would
+# run once per vmapped run (0.78x the scan's runs per CPU hour, same README).
 ONEDNN_DEFAULT = True
 
 _VMAPPED_RUNS = contextvars.ContextVar("rnnlab_engine_vmapped_runs", default=False)
