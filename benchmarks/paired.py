@@ -81,7 +81,7 @@ from benchmarks import harness, speed, worker
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
-VARIANTS = ("rnnlab_fused", "rnnlab_onednn")
+VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan")
 ONEDNN_CELLS = ("lstm", "gru")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
@@ -101,8 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
-                 "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu, the "
-                 "rnnlab[onednn] extra); "
+                 "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu), "
+                 "rnnlab_scan (oneDNN off: the XLA scan for every cell); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))

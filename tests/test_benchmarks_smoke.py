@@ -329,6 +329,14 @@ def test_paired_resume_refuses_a_file_it_cannot_extend(tmp_path):
     paired.parse_args(["--one_process", "--resume"])
 
 
+def test_paired_takes_every_jax_variant_the_workers_build():
+  jax_variants = {f for f in worker.BACKENDS if f.startswith("rnnlab_")} - {"rnnlab_par",
+                                                                              "rnnlab_seq"}
+  assert jax_variants == set(paired.VARIANTS) and jax_variants <= set(jax_models.MODELS)
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_scan", "--cells", "lstm"])
+  assert args.frameworks == ("rnnlab", "rnnlab_scan")
+
+
 def test_paired_render_divides_by_the_reference_it_is_given(tmp_path, capsys):
   rows = _paired_rows({"rnnlab": [2.0] * 3, "rnnlab_onednn": [1.0] * 3, "torch": [1.5] * 3})
   args = _resume_args(tmp_path)
