@@ -185,6 +185,9 @@ def _resolve(args):
   if args.warmup < 0:
     raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
   args.torch_device = speed.TORCH_DEVICE[args.device]
+  # oneDNN's threads per call in rnnlab's workers (rnnlab.onednn.threads(); recorded so that
+  # --resume refuses a file measured with another count)
+  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "1")
   return args
 
 
@@ -423,7 +426,8 @@ def run_separate(args, save=None, rows=()) -> list[dict]:
 
 
 # What a resumed run must share with the file it extends, so that its rows compare.
-RESUME_KEYS = ("frameworks", "rounds", "steps_per_round", "warmup", "threads", "device")
+RESUME_KEYS = ("frameworks", "rounds", "steps_per_round", "warmup", "threads", "device",
+               "onednn_threads")
 
 
 def _point(row) -> tuple:
