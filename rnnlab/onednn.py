@@ -122,9 +122,9 @@ THREADS_ENV = "RNNLAB_ONEDNN_THREADS"
 
 def threads() -> int:
   """OpenMP threads of each oneDNN call: ``RNNLAB_ONEDNN_THREADS``, default 1 (read once, when
-  the library loads). On the 2-core machine two threads made the quickstart's LSTM 2x slower
-  than one (the small per-step GEMMs do not pay for OpenMP's fork and join, and its threads
-  compete with XLA's); larger models on quiet many-core machines may want more (not
+  the library loads). On the 2-core machine two threads made the quickstart's LSTM 2-3x slower
+  than one, with XLA's own thread pool off too (benchmarks/README.md): oneDNN v3.2's threaded
+  RNN does not pay at such small GEMMs. Larger models on many-core machines may want more (not
   measured here). ValueError for a value that is not a positive integer."""
   text = os.environ.get(THREADS_ENV, "1")
   try:
