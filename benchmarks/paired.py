@@ -447,21 +447,30 @@ def complete_points(rows, args) -> set[tuple]:
                  for fw in args.frameworks for m in args.modes)}
 
 
+def read_results(path: str, flag: str, hint: str = "") -> tuple[dict, list[dict]]:
+  """(meta, rows) of a results file of benchmarks.paired; ValueError naming ``flag`` where
+  it cannot be read."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    meta, rows = saved["meta"], saved["rows"]
+    if not isinstance(meta["args"]["frameworks"], list) or not isinstance(rows, list):
+      raise TypeError("meta.args.frameworks and rows must be lists")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{flag}: {path} is not a results file of benchmarks.paired that can be "
+                     f"read ({type(e).__name__}: {e}){hint}.") from None
+  return meta, rows
+
+
 def load_for_resume(path: str, args) -> tuple[list[dict], list[dict]]:
   """(rows to keep, the earlier runs' meta) from a results file of this mode; ([], [])
   where it does not exist yet. ValueError, saying what differs, where it cannot be
   extended: unreadable, another mode's file, or measured with other settings."""
   if not os.path.exists(path):
     return [], []
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-    meta, rows = saved["meta"], saved["rows"]
-    before = meta["args"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"--resume: {path} is not a results file of benchmarks.paired that "
-                     f"can be read ({type(e).__name__}: {e}); give another --out, or move "
-                     "it away to start afresh.") from None
+  meta, rows = read_results(path, "--resume",
+                            "; give another --out, or move it away to start afresh")
+  before = meta["args"]
   if before.get("one_process"):
     raise ValueError(f"--resume: {path} holds a --one_process run; give another --out.")
   plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # JSON keeps no tuples
@@ -485,9 +494,9 @@ def main_separate(args, argv) -> list[dict]:
         lambda path: load_for_resume(path, args), stem + ".json", "benchmarks.paired")
     grid = {(c, b, t, h) for c in args.cells for b in args.batch for t in args.length
             for h in args.hidden}
-    print(f"--resume: {len(complete_points(previous, args) & grid)} of the {len(grid)} "
-          f"points are in {stem}.json already; measuring the other "
-          f"{len(grid - complete_points(previous, args))}.", flush=True)
+    done = complete_points(previous, args)
+    print(f"--resume: {len(done & grid)} of the {len(grid)} points are in {stem}.json "
+          f"already; measuring the other {len(grid - done)}.", flush=True)
   print(f"{', '.join(args.frameworks)}: one worker process each, {args.rounds} rounds of "
         f"{args.steps_per_round} steps per point and mode, order rotated each round; "
         f"{args.threads} threads, device {args.device} (torch on {args.torch_device}). "
@@ -603,13 +612,8 @@ def main_one_process(args, argv) -> list[dict]:
 def load_rendered(path: str, reference: str) -> tuple[list[dict], list[str]]:
   """(rows, frameworks) of a saved run; ValueError where it cannot be read or lacks
   ``reference``."""
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-    rows, frameworks = saved["rows"], saved["meta"]["args"]["frameworks"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"--render: {path} is not a results file of benchmarks.paired that can "
-                     f"be read ({type(e).__name__}: {e}).") from None
+  meta, rows = read_results(path, "--render")
+  frameworks = meta["args"]["frameworks"]
   if reference not in frameworks:
     raise ValueError(f"--reference {reference} was not measured in {path}; it has "
                      f"{', '.join(frameworks)}.")

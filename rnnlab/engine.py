@@ -574,6 +574,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
     carry = cell.init_carry(params, batch_shape)
   _check_dtypes(xs, params, carry)
   flat = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
+  unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])  # flat's inverse, for the vendor paths
   carry = jax.tree.map(flat, carry)
   if recurrent_mask is not None and not cell.hidden_only_in_w_h:
     valid = [n for n in cells_lib.names() if cells_lib.get_cell(n).hidden_only_in_w_h]
@@ -587,19 +588,15 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
   if resolve_cudnn(cell, cudnn, params, xs, mask=mask if lengths is None else None,
                    perturbation=perturbation, return_carries=return_carries,
                    recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused):
-    rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
-    final, ys = _cudnn_lstm(params, rows(xs), carry,
-                            None if lengths is None else rows(jnp.asarray(lengths)), reverse)
-    unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
+    final, ys = _cudnn_lstm(params, flat(xs), carry,
+                            None if lengths is None else flat(jnp.asarray(lengths)), reverse)
     return jax.tree.map(unflat, final), unflat(ys)
   if resolve_onednn(cell, onednn, params, xs, lengths=lengths, mask=given_mask,
                     perturbation=perturbation, return_carries=return_carries,
                     recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn,
                     remat=remat):
-    rows = lambda a: a.reshape(math.prod(batch_shape), *a.shape[len(batch_shape):])
     run = onednn_lib.lstm if cell.name == "lstm" else onednn_lib.gru
-    final, ys = run(params, rows(xs), carry, reverse=reverse)
-    unflat = lambda a: a.reshape(*batch_shape, *a.shape[1:])
+    final, ys = run(params, flat(xs), carry, reverse=reverse)
     return jax.tree.map(unflat, final), unflat(ys)
   if linear is not None:
     if fused:
