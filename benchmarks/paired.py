@@ -187,7 +187,7 @@ def _resolve(args):
   args.torch_device = speed.TORCH_DEVICE[args.device]
   # oneDNN's threads per call in rnnlab's workers (rnnlab.onednn.threads(); recorded so that
   # --resume refuses a file measured with another count)
-  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "1")
+  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "auto")
   return args
 
 

@@ -100,6 +100,8 @@ def check_config(model_cfg, *, zoneout=False, recurrent_dropout=False):
   except ValueError as e:
     raise ValueError(f"model.{e}") from None
   cells_lib.check_options(model_cfg.cell, model_cfg.cell_options)
+  if onednn_flag is not False and model_cfg.cell in onednn_lib.CELLS:
+    onednn_lib.threads()  # a bad RNNLAB_ONEDNN_THREADS: said before anything trains
   for field, on, vendor, device in (("cudnn", cudnn, "cuDNN", "gpu"),
                                     ("onednn", onednn_flag, "oneDNN", "cpu")):
     if on:  # what a config decides; masks and lengths are checked where the scan runs

@@ -120,21 +120,30 @@ def _build(lib: pathlib.Path, include: pathlib.Path, cxx: str) -> pathlib.Path:
 THREADS_ENV = "RNNLAB_ONEDNN_THREADS"
 
 
-def threads() -> int:
-  """OpenMP threads of each oneDNN call: ``RNNLAB_ONEDNN_THREADS``, default 1 (read once, when
-  the library loads). On the 2-core machine two threads made the quickstart's LSTM 2-3x slower
-  than one, with XLA's own thread pool off too (benchmarks/README.md): oneDNN v3.2's threaded
-  RNN does not pay at such small GEMMs. Larger models on many-core machines may want more (not
-  measured here). ValueError for a value that is not a positive integer."""
-  text = os.environ.get(THREADS_ENV, "1")
+def threads() -> int | None:
+  """OpenMP threads of each oneDNN call from ``RNNLAB_ONEDNN_THREADS`` (read once, when the
+  library loads): a positive integer fixes the count; unset or ``auto`` (None here) lets each
+  problem choose: one thread per 384k multiply-adds of the step's recurrent matmul
+  (B x H times H x G*H, G = 4 for the lstm, 3 for the gru), at least one and at most the cores
+  this process may use (``threads_for``). Measured on 2 cores (benchmarks/README.md); more
+  cores than that were never measured. ValueError for anything else."""
+  text = os.environ.get(THREADS_ENV, "auto").strip()
+  if text.lower() == "auto":
+    return None
   try:
     value = int(text)
   except ValueError:
     value = 0
   if value < 1:
-    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call), "
-                     f"got {text!r}")
+    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call) "
+                     f"or auto (unset: chosen per problem), got {text!r}")
   return value
+
+
+def threads_for(cell: str, batch: int, hidden: int) -> int:
+  """The OpenMP threads a oneDNN call of ``cell`` on ``batch`` sequences of ``hidden`` units
+  runs on (``threads``); RuntimeError where oneDNN is not available."""
+  return int(_library().onednn_rnn_threads_for(cell.encode(), batch, hidden))
 
 
 @functools.cache
@@ -148,17 +157,17 @@ def _load():
       (f"the oneDNN headers ({HEADERS_DIST})", include), ("g++", _compiler())) if not found]
   if missing:
     return None, f"{' and '.join(missing)} not found; {INSTALL_HINT}"
+  count = threads()  # a bad value is the user's error, not a reason to fall back (ValueError)
   try:
     path = _build(lib, include, _compiler())
     so = ctypes.CDLL(str(path))
   except (OSError, RuntimeError) as e:
     return None, f"the oneDNN RNN library could not be built or loaded: {e}"
-  try:
-    count = threads()
-  except ValueError as e:
-    return None, str(e)
-  so.onednn_rnn_set_threads.argtypes = [ctypes.c_int32]
-  so.onednn_rnn_set_threads(count)  # before the first primitive: it sizes their scratchpads
+  so.onednn_rnn_set_threads.argtypes = [ctypes.c_int32, ctypes.c_int32]
+  # before the first primitive: the count sizes their scratchpads
+  so.onednn_rnn_set_threads(count or 0, len(os.sched_getaffinity(0)))
+  so.onednn_rnn_threads_for.restype = ctypes.c_int32
+  so.onednn_rnn_threads_for.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64]
   problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
   so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
   so.onednn_rnn_workspace_bytes.argtypes = problem
@@ -171,7 +180,8 @@ def _load():
 
 def available() -> tuple[bool, str]:
   """(True, "") where ``lstm`` and ``gru`` can run (the wheels, headers and g++ are here, and
-  the library builds and loads; the first call builds it), else (False, why)."""
+  the library builds and loads; the first call builds it), else (False, why). ValueError for a
+  bad ``RNNLAB_ONEDNN_THREADS`` (``threads``)."""
   so, reason = _load()
   return so is not None, reason or ""
 

@@ -8,8 +8,12 @@ vmap. Without the oneDNN wheels (the rnnlab[onednn]
 extra; requirements-dev.txt installs them) or g++ they are skipped with the reason
 ``onednn.available()`` gives; the refusals are tested either way."""
 
+import concurrent.futures
+import os
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -326,10 +330,64 @@ def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
 
 def test_threads_per_call_come_from_the_environment(monkeypatch):
   monkeypatch.delenv(onednn.THREADS_ENV, raising=False)
-  assert onednn.threads() == 1  # the default: one OpenMP thread per call
+  assert onednn.threads() is None  # the default: chosen per problem
+  monkeypatch.setenv(onednn.THREADS_ENV, "Auto")
+  assert onednn.threads() is None
   monkeypatch.setenv(onednn.THREADS_ENV, "4")
   assert onednn.threads() == 4
   for bad in ("0", "two", ""):
     monkeypatch.setenv(onednn.THREADS_ENV, bad)
     with pytest.raises(ValueError, match="RNNLAB_ONEDNN_THREADS must be a positive integer"):
       onednn.threads()
+
+
+@needs_onednn
+def test_a_bad_thread_count_is_an_error_not_a_silent_fallback(monkeypatch):
+  """Through a fresh _load (the loaded library is cached): the default path (onednn=None)
+  would otherwise quietly run the scan."""
+  monkeypatch.setenv(onednn.THREADS_ENV, "two")
+  with pytest.raises(ValueError, match="RNNLAB_ONEDNN_THREADS must be a positive integer"):
+    onednn._load.__wrapped__()
+
+
+@needs_onednn
+def test_threads_per_problem_grow_with_the_recurrent_matmul():
+  """One thread per 384k multiply-adds of B x H times H x G*H, 1 at least, the cores at most
+  (the default, RNNLAB_ONEDNN_THREADS unset: the suite runs without it)."""
+  cores = len(os.sched_getaffinity(0))
+  assert onednn.threads_for("lstm", 16, 64) == 1  # 262k
+  assert onednn.threads_for("gru", 32, 64) == 1  # 393k
+  assert onednn.threads_for("lstm", 64, 64) == min(2, cores)  # 1M
+  assert onednn.threads_for("lstm", 256, 512) == min(682, cores)
+  assert onednn.threads_for("rnn", 64, 64) == -1
+
+
+@needs_onednn
+@pytest.mark.parametrize("cell", CELLS)
+def test_onednn_on_every_core_and_from_several_threads_at_once(cell):
+  """B=64, H=64: a problem large enough for two threads (the rule above; on a 1-core machine
+  the 1-thread path again). Four Python threads call it at once: the calls queue for the
+  library's one oneDNN thread and each gets its own numbers and gradients."""
+  h, d = 64, 8
+  params = cells.get_cell(cell).init(jax.random.key(0), d, h)
+  xs = np.random.default_rng(0).normal(size=(4, 64, T, d)).astype(np.float32)
+  # per sequence: a sum over 64 of them would leave float32's summation order at 1e-5
+  per_seq = lambda flag: lambda p, x: loss(
+      lambda p, x: engine.scan(cell, p, x, onednn=flag))(p, x) / len(x)
+  run = lambda flag: jax.jit(jax.value_and_grad(per_seq(flag), argnums=(0, 1)))
+  want = [run(False)(params, x) for x in xs]
+  fast = run(True)
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(lambda x: fast(params, x), xs))
+  assert_close(got, want)
+
+
+def test_a_bad_thread_count_is_a_config_error_before_training(monkeypatch):
+  """What launch.py reports as "Invalid config" before any step, where oneDNN would run."""
+  cfg = ml_collections.ConfigDict(dict(cell="lstm", cell_options={}, unroll=None,
+                                       parallel=None, fused=None, cudnn=None, onednn=None))
+  monkeypatch.setenv(onednn.THREADS_ENV, "two")
+  with pytest.raises(ValueError, match="RNNLAB_ONEDNN_THREADS must be a positive integer"):
+    engine.check_config(cfg)
+  cfg.onednn = False  # the scan: the variable means nothing
+  engine.check_config(cfg)

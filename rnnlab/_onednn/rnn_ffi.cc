@@ -35,17 +35,28 @@
 // scratchpad are cached per cell and (T, N, C, H, reverse) and never evicted, each entry
 // with its own mutex.
 //
-// Threads: oneDNN (the wheel's OpenMP runtime) runs every call on onednn_rnn_set_threads(n)
-// OpenMP threads, set once by rnnlab/onednn.py before the first call (RNNLAB_ONEDNN_THREADS,
-// default 1). omp_set_num_threads is per calling thread, so each XLA worker thread that runs
-// a call sets it there, and primitive creation (which sizes the scratchpad by the thread
-// count) sees the same number as execution.
+// Threads: oneDNN (the wheel's OpenMP runtime) runs each problem on OpenMP threads set by
+// onednn_rnn_set_threads(fixed, cores), once, by rnnlab/onednn.py before the first call: a fixed
+// count (RNNLAB_ONEDNN_THREADS), or with fixed = 0 one thread per kMacsPerThread multiply-adds
+// of the step's recurrent matmul (N x H times H x G*H), at least 1 and at most `cores`.
+// Every call, and every primitive creation (which sizes the scratchpad by the thread count),
+// runs on ONE thread of this library (OneThread), which the XLA thread of the call waits for.
+// Had each XLA worker thread called oneDNN itself, each would lead its own OpenMP team: with
+// n = 2 the process held four teams on two cores, libgomp saw more threads than cores and
+// put idle team threads to sleep after a few microseconds, and every step of the recurrence
+// paid a futex wake-up (the LSTM trained 2.2x slower on 2 threads than on 1, B=64, H=64).
+// One team stays within the cores, so its threads spin between steps instead.
 
 #include <omp.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -53,8 +64,10 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -66,10 +79,75 @@ using dt = dnnl::memory::data_type;
 
 namespace {
 
-std::atomic<int> g_threads{1};
+std::atomic<int> g_fixed_threads{1};  // 0: per problem, ThreadsFor
+std::atomic<int> g_cores{1};
 
-// The calling thread's OpenMP thread count, for what oneDNN creates or runs next on it.
-void UseThreads() { omp_set_num_threads(g_threads.load()); }
+// Measured on 2 cores (benchmarks/README.md): the step's recurrent matmul needs about this
+// much work per thread for a second thread to pay. LSTM B=16, H=64 (262k) trained 1.35x
+// slower on 2 threads than on 1; B=32, H=64 (524k) was even; GRU B=64, H=64 (786k) and
+// LSTM B=16, H=128 (1M) trained 1.4x and 1.1x faster.
+constexpr int64_t kMacsPerThread = 384 * 1024;
+
+// The one thread that runs everything oneDNN does here (see Threads above), started on first
+// use. Run(fn) queues fn, waits for it
+// and returns; fn must not throw (callers catch inside). A process forked after the thread
+// started (the child has no such thread) starts its own.
+class OneThread {
+ public:
+  static void Run(const std::function<void()>& fn) {
+    OneThread* one = Get();
+    if (std::this_thread::get_id() == one->id_) return fn();  // already on it
+    Job job{&fn};
+    {
+      std::lock_guard<std::mutex> lock(one->mu_);
+      one->queue_.push_back(&job);
+    }
+    one->wake_.notify_one();
+    std::unique_lock<std::mutex> lock(one->mu_);
+    job.done_cv.wait(lock, [&] { return job.done; });
+  }
+
+ private:
+  struct Job {
+    const std::function<void()>* fn;
+    bool done = false;
+    std::condition_variable done_cv;
+  };
+
+  static OneThread* Get() {
+    static std::mutex mu;
+    static OneThread* one = nullptr;
+    std::lock_guard<std::mutex> lock(mu);
+    if (one == nullptr || one->pid_ != getpid()) one = new OneThread();  // never freed: lives
+    return one;                                                         // as long as the process
+  }
+
+  OneThread() : pid_(getpid()) {
+    std::thread t([this] { Loop(); });
+    id_ = t.get_id();
+    t.detach();
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [&] { return !queue_.empty(); });
+      Job* job = queue_.front();
+      queue_.erase(queue_.begin());
+      lock.unlock();
+      (*job->fn)();
+      lock.lock();
+      job->done = true;
+      job->done_cv.notify_one();
+    }
+  }
+
+  const pid_t pid_;
+  std::thread::id id_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<Job*> queue_;
+};
 
 dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -283,9 +361,18 @@ struct Entry {
   }
 };
 
+// The OpenMP threads for problem `p` of a cell with G gate blocks (see Threads above).
+int ThreadsFor(const Problem& p, int64_t G) {
+  if (int fixed = g_fixed_threads.load(); fixed > 0) return fixed;
+  int64_t by_work = p.N * p.H * G * p.H / kMacsPerThread;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(by_work, g_cores.load())));
+}
+
+// The cached entry of problem `p`, with this thread's OpenMP thread count set for it: what
+// oneDNN creates (the scratchpad is sized by the count) and runs next uses the same count.
 template <class K>
 Entry<K>* GetEntry(const Problem& p) {
-  UseThreads();
+  omp_set_num_threads(ThreadsFor(p, K::kGates));
   static std::mutex mu;
   static std::map<decltype(p.Key()), std::unique_ptr<Entry<K>>> cache;
   std::lock_guard<std::mutex> lock(mu);
@@ -361,17 +448,21 @@ Args Common(Entry<K>& e, Stage& s, const Seq& in, F32 w_x, F32 w_h, F32 b) {
   return args;
 }
 
-// `body()` with oneDNN's and other exceptions turned into an internal error naming `what`.
+// `body()` on OneThread, with oneDNN's and other exceptions turned into an internal error
+// naming `what`.
 template <class Fn>
 ffi::Error Guarded(const std::string& what, Fn body) {
-  try {
-    UseThreads();
-    return body();
-  } catch (const dnnl::error& err) {
-    return ffi::Error::Internal("oneDNN " + what + ": " + err.what());
-  } catch (const std::exception& err) {
-    return ffi::Error::Internal(what + ": " + err.what());
-  }
+  ffi::Error result = ffi::Error::Success();
+  OneThread::Run([&] {
+    try {
+      result = body();
+    } catch (const dnnl::error& err) {
+      result = ffi::Error::Internal("oneDNN " + what + ": " + err.what());
+    } catch (const std::exception& err) {
+      result = ffi::Error::Internal(what + ": " + err.what());
+    }
+  });
+  return result;
 }
 
 // Forward training (writes the workspace `ws`) or, with ws null, forward inference.
@@ -522,22 +613,38 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, GruBwd);
 
 extern "C" {
 
-// The OpenMP threads of every later call (n >= 1); rnnlab/onednn.py sets it once, before
-// the first primitive is created.
-void onednn_rnn_set_threads(int32_t n) { g_threads.store(n < 1 ? 1 : n); }
+// The OpenMP threads of every later call: `fixed` (>= 1), or with fixed = 0 per problem, at
+// most `cores`; rnnlab/onednn.py sets it once, before the first primitive is created.
+void onednn_rnn_set_threads(int32_t fixed, int32_t cores) {
+  g_fixed_threads.store(fixed < 0 ? 0 : fixed);
+  g_cores.store(cores < 1 ? 1 : cores);
+}
+
+// The OpenMP threads a call of `cell` on (N sequences, H hidden units) runs on; -1 for an
+// unknown cell.
+int32_t onednn_rnn_threads_for(const char* cell, int64_t N, int64_t H) {
+  try {
+    return ForCell(cell, [&](auto k) { return ThreadsFor({1, N, 1, H, false}, decltype(k)::kGates); });
+  } catch (...) {
+    return -1;
+  }
+}
 
 // Bytes of the forward-training workspace of `cell`; -1 on error.
 int64_t onednn_rnn_workspace_bytes(const char* cell, int64_t T, int64_t N, int64_t C,
                                    int64_t H, int32_t reverse) {
-  try {
-    return ForCell(cell, [&](auto k) {
-      using K = decltype(k);
-      Problem p{T, N, C, H, reverse != 0};
-      return static_cast<int64_t>(GetEntry<K>(p)->fwd.pd.workspace_desc().get_size());
-    });
-  } catch (...) {
-    return -1;
-  }
+  int64_t bytes = -1;
+  OneThread::Run([&] {
+    try {
+      bytes = ForCell(cell, [&](auto k) {
+        using K = decltype(k);
+        Problem p{T, N, C, H, reverse != 0};
+        return static_cast<int64_t>(GetEntry<K>(p)->fwd.pd.workspace_desc().get_size());
+      });
+    } catch (...) {
+    }
+  });
+  return bytes;
 }
 
 // Debug: writes a description of the chosen formats/implementations into buf; 0, or -1 with
@@ -546,12 +653,14 @@ int onednn_rnn_info(const char* cell, int64_t T, int64_t N, int64_t C, int64_t H
                     int32_t reverse, char* buf, int64_t len) {
   int rc = 0;
   std::string s;
-  try {
-    s = ForCell(cell, [&](auto k) { return Info<decltype(k)>({T, N, C, H, reverse != 0}); });
-  } catch (const std::exception& err) {
-    s = err.what();
-    rc = -1;
-  }
+  OneThread::Run([&] {
+    try {
+      s = ForCell(cell, [&](auto k) { return Info<decltype(k)>({T, N, C, H, reverse != 0}); });
+    } catch (const std::exception& err) {
+      s = err.what();
+      rc = -1;
+    }
+  });
   std::strncpy(buf, s.c_str(), len - 1);
   buf[len - 1] = 0;
   return rc;
