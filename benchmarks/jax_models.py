@@ -92,7 +92,9 @@ def flax_model(cell: str, hidden: int, *, remat: bool = False):
 
 MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form(True),
           "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused,
-          "rnnlab_onednn": _onednn, "rnnlab_scan": _scan, **experiments.MODELS}
+          "rnnlab_onednn": _onednn, "rnnlab_scan": _scan,
+          # the default path; its worker sets RNNLAB_ONEDNN_THREADS=auto (worker.ENVIRONMENT)
+          "rnnlab_auto": rnnlab_model, **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

@@ -81,7 +81,7 @@ from benchmarks import harness, speed, worker
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
-VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan")
+VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto")
 ONEDNN_CELLS = ("lstm", "gru")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
@@ -102,7 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
                  "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu), "
-                 "rnnlab_scan (oneDNN off: the XLA scan for every cell); "
+                 "rnnlab_scan (oneDNN off: the XLA scan for every cell), rnnlab_auto "
+                 "(RNNLAB_ONEDNN_THREADS=auto: oneDNN's threads chosen per problem); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -187,7 +188,7 @@ def _resolve(args):
   args.torch_device = speed.TORCH_DEVICE[args.device]
   # oneDNN's threads per call in rnnlab's workers (rnnlab.onednn.threads(); recorded so that
   # --resume refuses a file measured with another count)
-  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "auto")
+  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "1")
   return args
 
 

@@ -41,11 +41,15 @@ BACKENDS = {
     "rnnlab_onednn": "benchmarks.jax_models",
     # oneDNN off: the XLA scan for every cell (what rnnlab ran before oneDNN was its default)
     "rnnlab_scan": "benchmarks.jax_models",
+    # the default path with oneDNN's threads chosen per problem (ENVIRONMENT)
+    "rnnlab_auto": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",
     "exp_chunk": "benchmarks.jax_models",
 }
+# framework -> environment its worker sets before importing anything (the variable is read once)
+ENVIRONMENT = {"rnnlab_auto": {"RNNLAB_ONEDNN_THREADS": "auto"}}
 # --device -> JAX_PLATFORMS: "cuda" fails loudly if JAX sees no GPU, rather than
 # silently timing the CPU.
 JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
@@ -148,6 +152,7 @@ def _start(spec: dict):
   if spec["device"] not in JAX_PLATFORMS:
     raise ValueError(f"Unknown device {spec['device']!r}; valid: {', '.join(JAX_PLATFORMS)}.")
   pin_threads(spec["threads"], spec["device"])
+  os.environ.update(ENVIRONMENT.get(spec["framework"], {}))
   os.environ["JAX_PLATFORMS"] = JAX_PLATFORMS[spec["device"]]
   backend = backend_for(spec["framework"])
   backend.configure(spec["threads"])

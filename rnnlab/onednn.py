@@ -122,12 +122,16 @@ THREADS_ENV = "RNNLAB_ONEDNN_THREADS"
 
 def threads() -> int | None:
   """OpenMP threads of each oneDNN call from ``RNNLAB_ONEDNN_THREADS`` (read once, when the
-  library loads): a positive integer fixes the count; unset or ``auto`` (None here) lets each
-  problem choose: one thread per 384k multiply-adds of the step's recurrent matmul
+  library loads): unset means 1; a positive integer fixes the count; ``auto`` (None here) lets
+  each problem choose, one thread per 384k multiply-adds of the step's recurrent matmul
   (B x H times H x G*H, G = 4 for the lstm, 3 for the gru), at least one and at most the cores
-  this process may use (``threads_for``). Measured on 2 cores (benchmarks/README.md); more
-  cores than that were never measured. ValueError for anything else."""
-  text = os.environ.get(THREADS_ENV, "auto").strip()
+  this process may use (``threads_for``). ValueError for anything else.
+
+  Why 1 by default (benchmarks/README.md, 2 cores): on a quiet machine ``auto`` trains the LSTM
+  at B=64, H=64 1.4x faster, but beside one busy process its threads, which spin while they
+  wait for each other at every step, made the same step 3-17x slower than one thread. More
+  cores than 2 were never measured."""
+  text = os.environ.get(THREADS_ENV, "1").strip()
   if text.lower() == "auto":
     return None
   try:
@@ -135,8 +139,8 @@ def threads() -> int | None:
   except ValueError:
     value = 0
   if value < 1:
-    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call) "
-                     f"or auto (unset: chosen per problem), got {text!r}")
+    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call; "
+                     f"unset: 1) or auto (chosen per problem), got {text!r}")
   return value
 
 

@@ -333,6 +333,7 @@ def test_paired_takes_every_jax_variant_the_workers_build():
   jax_variants = {f for f in worker.BACKENDS if f.startswith("rnnlab_")} - {"rnnlab_par",
                                                                               "rnnlab_seq"}
   assert jax_variants == set(paired.VARIANTS) and jax_variants <= set(jax_models.MODELS)
+  assert set(worker.ENVIRONMENT) <= jax_variants
   args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_scan", "--cells", "lstm"])
   assert args.frameworks == ("rnnlab", "rnnlab_scan")
 

@@ -10,6 +10,8 @@ extra; requirements-dev.txt installs them) or g++ they are skipped with the reas
 
 import concurrent.futures
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -330,9 +332,9 @@ def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
 
 def test_threads_per_call_come_from_the_environment(monkeypatch):
   monkeypatch.delenv(onednn.THREADS_ENV, raising=False)
-  assert onednn.threads() is None  # the default: chosen per problem
+  assert onednn.threads() == 1  # the default: one OpenMP thread per call
   monkeypatch.setenv(onednn.THREADS_ENV, "Auto")
-  assert onednn.threads() is None
+  assert onednn.threads() is None  # chosen per problem
   monkeypatch.setenv(onednn.THREADS_ENV, "4")
   assert onednn.threads() == 4
   for bad in ("0", "two", ""):
@@ -350,36 +352,60 @@ def test_a_bad_thread_count_is_an_error_not_a_silent_fallback(monkeypatch):
     onednn._load.__wrapped__()
 
 
-@needs_onednn
-def test_threads_per_problem_grow_with_the_recurrent_matmul():
-  """One thread per 384k multiply-adds of B x H times H x G*H, 1 at least, the cores at most
-  (the default, RNNLAB_ONEDNN_THREADS unset: the suite runs without it)."""
-  cores = len(os.sched_getaffinity(0))
-  assert onednn.threads_for("lstm", 16, 64) == 1  # 262k
-  assert onednn.threads_for("gru", 32, 64) == 1  # 393k
-  assert onednn.threads_for("lstm", 64, 64) == min(2, cores)  # 1M
-  assert onednn.threads_for("lstm", 256, 512) == min(682, cores)
-  assert onednn.threads_for("rnn", 64, 64) == -1
+def _per_sequence_grads(cell, flag):
+  """jit(value_and_grad) of a per-sequence loss of scan(cell, onednn=flag): a sum over 64
+  sequences would leave float32's summation order at 1e-5."""
+  f = lambda p, x: loss(lambda p, x: engine.scan(cell, p, x, onednn=flag))(p, x) / len(x)
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+
+
+def _b64_problem(cell, count=1):
+  """B=64, H=64: large enough for two threads under RNNLAB_ONEDNN_THREADS=auto."""
+  params = cells.get_cell(cell).init(jax.random.key(0), 8, 64)
+  return params, np.random.default_rng(0).normal(size=(count, 64, T, 8)).astype(np.float32)
 
 
 @needs_onednn
 @pytest.mark.parametrize("cell", CELLS)
-def test_onednn_on_every_core_and_from_several_threads_at_once(cell):
-  """B=64, H=64: a problem large enough for two threads (the rule above; on a 1-core machine
-  the 1-thread path again). Four Python threads call it at once: the calls queue for the
-  library's one oneDNN thread and each gets its own numbers and gradients."""
-  h, d = 64, 8
-  params = cells.get_cell(cell).init(jax.random.key(0), d, h)
-  xs = np.random.default_rng(0).normal(size=(4, 64, T, d)).astype(np.float32)
-  # per sequence: a sum over 64 of them would leave float32's summation order at 1e-5
-  per_seq = lambda flag: lambda p, x: loss(
-      lambda p, x: engine.scan(cell, p, x, onednn=flag))(p, x) / len(x)
-  run = lambda flag: jax.jit(jax.value_and_grad(per_seq(flag), argnums=(0, 1)))
-  want = [run(False)(params, x) for x in xs]
-  fast = run(True)
+def test_onednn_from_several_threads_at_once(cell):
+  """Four Python threads call it at once: the calls queue for the library's one oneDNN thread
+  and each gets its own numbers and gradients."""
+  params, xs = _b64_problem(cell, count=4)
+  want = [_per_sequence_grads(cell, False)(params, x) for x in xs]
+  fast = _per_sequence_grads(cell, True)
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
     got = list(pool.map(lambda x: fast(params, x), xs))
   assert_close(got, want)
+
+
+_AUTO_CHILD = """
+import os, sys
+sys.path[:0] = [os.path.join(sys.argv[1], "tests"), sys.argv[1]]
+import test_onednn as t
+from rnnlab import onednn
+print([onednn.threads_for(*a) for a in
+       (("lstm", 16, 64), ("gru", 32, 64), ("lstm", 64, 64), ("lstm", 256, 512), ("rnn", 64, 64))])
+for cell in t.CELLS:
+  params, (x,) = t._b64_problem(cell)
+  t.assert_close(t._per_sequence_grads(cell, True)(params, x),
+                 t._per_sequence_grads(cell, False)(params, x))
+print("equal")
+"""
+
+
+@needs_onednn
+def test_auto_threads_grow_with_the_recurrent_matmul_and_give_the_same_numbers():
+  """RNNLAB_ONEDNN_THREADS=auto (read when the library loads, so in a child process): one
+  thread per 384k multiply-adds of B x H times H x G*H, 1 at least, the cores at most; at
+  B=64, H=64 (two threads on a machine with two cores) the scan's gradients to 1e-5."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, RNNLAB_ONEDNN_THREADS="auto")
+  done = subprocess.run([sys.executable, "-c", _AUTO_CHILD, root], env=env, cwd=root,
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  cores = len(os.sched_getaffinity(0))
+  assert done.stdout.split("\n")[:2] == [str([1, 1, min(2, cores), min(682, cores), -1]),
+                                          "equal"]
 
 
 def test_a_bad_thread_count_is_a_config_error_before_training(monkeypatch):
