@@ -60,7 +60,7 @@ def _onednn(cell: str, hidden: int, *, remat: bool = False):
   """rnnlab with oneDNN's fused RNNs forced on (``engine.scan(onednn=True)``, CPU only): the
   plain lstm or the gru, float32, full-length sequences, as this harness runs them."""
   if cell not in onednn.CELLS:
-    raise ValueError(f"rnnlab_onednn runs the {' and the '.join(onednn.CELLS)} only, not "
+    raise ValueError(f"rnnlab_onednn runs the {', '.join(onednn.CELLS)} only, not "
                      f"{cell!r}.")
   if remat:
     raise ValueError("remat does not apply to rnnlab_onednn (oneDNN keeps its own workspace).")

@@ -82,7 +82,7 @@ PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
 VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto")
-ONEDNN_CELLS = ("lstm", "gru")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
+ONEDNN_CELLS = ("lstm", "gru", "rnn", "irnn")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -101,7 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--quick", action="store_true", help="B=16, T=50, H=64 only")
   p.add_argument("--frameworks", help="comma list of rnnlab (required), flax, torch, "
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
-                 "fused LSTM and GRU forced on: --cells lstm and/or gru, --device cpu), "
+                 "fused LSTM, GRU and RNN forced on: --device cpu), "
                  "rnnlab_scan (oneDNN off: the XLA scan for every cell), rnnlab_auto "
                  "(RNNLAB_ONEDNN_THREADS=auto: oneDNN's threads chosen per problem); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
@@ -176,11 +176,9 @@ def _resolve(args):
       raise ValueError("--frameworks names torch, but torch is not installed here "
                        "(pip install -e '.[torch]'); or leave it out: --frameworks "
                        "rnnlab,flax.")
-    if "rnnlab_onednn" in args.frameworks and (not set(args.cells) <= set(ONEDNN_CELLS)
-                                               or args.device != "cpu"):
-      raise ValueError("--frameworks names rnnlab_onednn, which runs the plain lstm and the "
-                       "gru on the CPU only: give --cells lstm, gru or lstm,gru (and --device "
-                       "cpu).")
+    if "rnnlab_onednn" in args.frameworks and args.device != "cpu":
+      raise ValueError("--frameworks names rnnlab_onednn, which runs on the CPU only: give "
+                       "--device cpu.")
     speed._check_positive(args, "rounds", "steps_per_round", "timeout")
   speed.check_threads(args.threads)
   if args.warmup < 0:

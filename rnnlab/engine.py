@@ -115,7 +115,7 @@ def _check_vendor_rnn_config(model_cfg, field, vendor, device, *, zoneout, recur
   options = cells_lib.set_options(model_cfg.cell_options)
   backend = jax.default_backend()
   cells = onednn_lib.CELLS if field == "onednn" else ("lstm",)
-  runs = " and the ".join(f"plain {c}" if c == "lstm" else c for c in cells)
+  runs = onednn_lib.cells_text() if field == "onednn" else "plain lstm"
   blockers = [why for blocked, why in (
       (model_cfg.cell not in cells, f"{vendor} runs the {runs}, not {model_cfg.cell!r}"),
       (bool(options.get("peepholes")), f"{vendor}'s LSTM has no peepholes"),
@@ -432,6 +432,11 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
 # pass at 1.3-3.1x, on the 2-core CPU. Not inside ``vmapped_runs()``: there its calls would
 # run once per vmapped run (0.78x the scan's runs per CPU hour, same README).
 ONEDNN_DEFAULT = True
+# The cells ``onednn=None`` runs through oneDNN; the others of ``onednn.CELLS`` only with True.
+# oneDNN's vanilla RNN (rnn, irnn) ran the forward pass 1.2-1.7x faster than the scan but
+# trained at 0.66-0.90x of its speed at B >= 64 (paired, 3 rounds, T = 100, H 64/128; the same
+# README, "The rnn through oneDNN"), so the scan stays their default.
+ONEDNN_DEFAULT_CELLS = ("lstm", "gru")
 
 _VMAPPED_RUNS = contextvars.ContextVar("rnnlab_engine_vmapped_runs", default=False)
 
@@ -454,25 +459,26 @@ def resolve_onednn(cell, onednn, params, xs, *, lengths=None, mask=None, perturb
                    cudnn=None, remat=False) -> bool:
   """Whether ``scan`` runs ``cell`` through oneDNN's fused RNN primitives on the CPU
   (``rnnlab.onednn``): the plain ``lstm`` as oneDNN's LSTM, the ``gru`` as its
-  linear-before-reset GRU.
+  linear-before-reset GRU, the ``rnn`` and ``irnn`` as its vanilla RNN (tanh, relu).
 
-  It applies to the plain ``lstm`` (no peepholes) and the ``gru`` in float32 on the CPU
+  It applies to those cells (the lstm without peepholes) in float32 on the CPU
   backend, over full-length sequences (no ``lengths``, no ``mask``: oneDNN's RNNs take no
   sequence lengths), forward or reverse, from any initial carry, where the oneDNN wheels and
   g++ are installed (``onednn.available()``); not with a perturbation, per-step carries,
   recurrent dropout, zoneout, ``remat`` (oneDNN keeps its own workspace for the backward
   pass, several times the size of the outputs, where remat asks for less memory),
-  ``fused=True`` or ``cudnn=True``. ``onednn=None``: ``ONEDNN_DEFAULT`` where it applies
-  and not inside ``vmapped_runs()``, else the scan; True forces it (an error saying why
+  ``fused=True`` or ``cudnn=True``. ``onednn=None``: ``ONEDNN_DEFAULT`` where it applies,
+  for ``ONEDNN_DEFAULT_CELLS`` and not inside ``vmapped_runs()``, else the scan; True forces it (an error saying why
   where it cannot run); False never."""
   if onednn not in (None, True, False):
     raise ValueError(f"onednn must be None (where it applies), True or False; got {onednn!r}.")
-  if onednn is False or (onednn is None and (not ONEDNN_DEFAULT or _VMAPPED_RUNS.get())):
-    return False
   cell = cells_lib.get_cell(cell)
+  if onednn is False or (onednn is None and (not ONEDNN_DEFAULT or _VMAPPED_RUNS.get()
+                                             or cell.name not in ONEDNN_DEFAULT_CELLS)):
+    return False
   blockers = []
   if cell.name not in onednn_lib.CELLS or any(k.startswith("p_") for k in params):
-    blockers.append(f"oneDNN runs the plain lstm (no peepholes) and the gru, not {cell.name!r}"
+    blockers.append(f"oneDNN runs the {onednn_lib.cells_text()}, not {cell.name!r}"
                     + (" with peepholes" if cell.name == "lstm" else ""))
   others = sorted({str(a.dtype) for a in (xs, *jax.tree.leaves(params))} - {"float32"})
   if others:  # inputs and parameters alike: the kernel reads float32 buffers
@@ -597,8 +603,7 @@ def scan(cell, params, xs, *, carry=None, lengths=None, mask=None, reverse=False
                     perturbation=perturbation, return_carries=return_carries,
                     recurrent_mask=recurrent_mask, zoneout=zoneout, fused=fused, cudnn=cudnn,
                     remat=remat):
-    run = onednn_lib.lstm if cell.name == "lstm" else onednn_lib.gru
-    final, ys = run(params, flat(xs), carry, reverse=reverse)
+    final, ys = onednn_lib.run(cell.name, params, flat(xs), carry, reverse=reverse)
     return jax.tree.map(unflat, final), unflat(ys)
   if linear is not None:
     if fused:

@@ -1,9 +1,10 @@
-"""rnnlab's plain LSTM and GRU through oneDNN's fused RNN primitives on the CPU (XLA FFI
-custom calls).
+"""rnnlab's plain LSTM, GRU and Elman RNNs through oneDNN's fused RNN primitives on the CPU
+(XLA FFI custom calls).
 
 ``engine.scan(..., onednn=True)`` runs the ``lstm`` cell (no peepholes) through ``lstm`` below,
-oneDNN's LSTM, and the ``gru`` cell through ``gru`` below, oneDNN's linear-before-reset GRU,
-instead of ``jax.lax.scan`` (float32, full-length sequences); ``engine.resolve_onednn`` says
+oneDNN's LSTM, the ``gru`` cell through ``gru`` below, oneDNN's linear-before-reset GRU, and
+the ``rnn`` and ``irnn`` cells through ``elman``, oneDNN's vanilla RNN (tanh, relu), instead
+of ``jax.lax.scan`` (float32, full-length sequences); ``engine.resolve_onednn`` says
 where that applies. Each runs as three custom calls: forward training (which keeps oneDNN's
 workspace), forward inference (for calls nothing differentiates) and backward, tied together
 by ``jax.custom_vjp``. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
@@ -44,7 +45,15 @@ INSTALL_HINT = (f"pip install {LIBRARY_DIST}==2023.2.0 {HEADERS_DIST}==2023.2.0 
                 "(or the extra rnnlab[onednn])")
 # The cells the library runs, and its FFI targets: onednn_<cell>_<stage> is the handler symbol
 # Onednn<Cell><Stage>.
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "rnn", "irnn")
+
+
+def cells_text() -> str:
+  """``CELLS`` in words, for messages: "plain lstm (no peepholes), the gru, ..."."""
+  names = ["plain lstm (no peepholes)", *CELLS[1:]]
+  return ", the ".join(names[:-1]) + " and the " + names[-1]
+
+
 _TARGETS = {f"onednn_{cell}_{stage}": f"Onednn{cell.capitalize()}{stage.capitalize()}"
             for cell in CELLS for stage in ("fwd", "infer", "bwd")}
 
@@ -267,8 +276,9 @@ _run.defvjp(_run_fwd, _run_bwd)
 
 
 # Each cell's parameters, and the gate blocks of its w_x, w_h and b.
-_PARAMS = {"lstm": ("w_x", "w_h", "b"), "gru": ("w_x", "w_h", "b", "b_hn")}
-_GATES = {"lstm": 4, "gru": 3}
+_PARAMS = {"lstm": ("w_x", "w_h", "b"), "gru": ("w_x", "w_h", "b", "b_hn"),
+           "rnn": ("w_x", "w_h", "b"), "irnn": ("w_x", "w_h", "b")}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}
 
 
 def _check(cell, params, xs, carry):
@@ -345,3 +355,36 @@ def gru(params, xs, h0, reverse: bool = False):
   _check("gru", params, xs, {"h": h0})
   (h_t,), ys = _run("gru", lbr_gru_weights(params), xs, (h0,), bool(reverse))
   return h_t, ys
+
+
+def elman(cell: str, params, xs, h0, reverse: bool = False):
+  """The ``rnn`` (tanh) or ``irnn`` (relu) cell over full-length sequences, through oneDNN's
+  vanilla RNN: h_t = act(x_t W_x + h_{t-1} W_h + b).
+
+  Args:
+    cell: "rnn" or "irnn".
+    params: the cell's parameters w_x (D, H), w_h (H, H), b (H,).
+    xs: (B, T, D) inputs.
+    h0: (B, H), the initial carry.
+    reverse: run from t = T-1 down to 0 (outputs stay aligned with inputs).
+
+  Returns:
+    (h_T, ys), ys (B, T, H): what ``engine.scan(cell, ...)`` returns. Differentiable in params,
+    xs and h0. Everything must be float32.
+  """
+  if cell not in ("rnn", "irnn"):
+    raise ValueError(f"elman runs the rnn and the irnn, not {cell!r}.")
+  _check(cell, params, xs, {"h": h0})
+  (h_t,), ys = _run(cell, (params["w_x"], params["w_h"], params["b"]), xs, (h0,),
+                    bool(reverse))
+  return h_t, ys
+
+
+def run(cell: str, params, xs, carry, reverse: bool = False):
+  """``cell`` (one of ``CELLS``) through its oneDNN primitive: (final carry, ys), as
+  ``engine.scan`` returns them."""
+  if cell == "lstm":
+    return lstm(params, xs, carry, reverse)
+  if cell == "gru":
+    return gru(params, xs, carry, reverse)
+  return elman(cell, params, xs, carry, reverse)

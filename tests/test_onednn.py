@@ -26,7 +26,7 @@ B, T = 3, 6
 OK, WHY = onednn.available()
 needs_onednn = pytest.mark.skipif(not OK, reason=f"oneDNN unavailable: {WHY}")
 TOL = dict(rtol=1e-5, atol=1e-5)
-CELLS = ["lstm", "gru"]  # what oneDNN runs
+CELLS = ["lstm", "gru", "rnn", "irnn"]  # what oneDNN runs
 
 
 def plain(cell, d, seed=0):
@@ -116,7 +116,8 @@ def test_apply_stack_takes_onednn(cell):
 
 
 @pytest.mark.parametrize("cell,kwargs,message", [
-    ("mgu", {}, "oneDNN runs the plain lstm (no peepholes) and the gru, not 'mgu'"),
+    ("mgu", {}, "oneDNN runs the plain lstm (no peepholes), the gru, the rnn and the irnn, "
+                "not 'mgu'"),
     ("lstm", {"peepholes": True}, "not 'lstm' with peepholes"),
     ("lstm", {"lengths": np.array([6, 2, 4])}, "it does not take lengths"),
     ("lstm", {"mask": np.ones((B, T), bool)}, "it does not take a mask"),
@@ -211,6 +212,17 @@ def test_onednn_none_runs_onednn_where_it_applies_and_the_scan_elsewhere():
     run(True, remat=True)
 
 
+@needs_onednn
+@pytest.mark.parametrize("cell", ["rnn", "irnn"])
+def test_the_elman_cells_take_onednn_only_when_asked(cell):
+  """onednn=None keeps the scan for the rnn and the irnn (engine.ONEDNN_DEFAULT_CELLS: oneDNN's
+  vanilla RNN trained slower than the scan at B >= 64); True runs it."""
+  params, xs, h = problem(5, cell=cell)
+  assert cell in onednn.CELLS and cell not in engine.ONEDNN_DEFAULT_CELLS
+  assert not engine.resolve_onednn(cell, None, params, xs)
+  assert engine.resolve_onednn(cell, True, params, xs)
+
+
 def test_unavailable_library_is_refused_saying_why(monkeypatch):
   """Where the wheels or g++ are missing, onednn=True says so (and the install command)."""
   monkeypatch.setattr(onednn, "available", lambda: (False, "g++ not found; pip install x"))
@@ -253,7 +265,7 @@ def test_concurrent_builds_leave_one_library(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("changes, message", [
     ({"model.onednn": True, "model.cell": "mgu"},
-     "oneDNN runs the plain lstm and the gru, not 'mgu'"),
+     "oneDNN runs the plain lstm (no peepholes), the gru, the rnn and the irnn, not 'mgu'"),
     ({"model.onednn": True, "model.cell_options.peepholes": True}, "no peepholes"),
     ({"model.onednn": True, "model.dtype": "bfloat16"}, "float32 only"),
     ({"model.onednn": True, "model.fused": True}, "it does not take model.fused=True"),
@@ -317,16 +329,16 @@ def test_a_single_run_trains_through_onednn_by_default_and_vmapped_runs_through_
   assert traced
 
 
-def test_paired_benchmark_takes_rnnlab_onednn_for_the_lstm_and_the_gru_only():
+def test_paired_benchmark_takes_rnnlab_onednn_for_its_cells_on_the_cpu_only():
   from benchmarks import jax_models, paired  # pylint: disable=g-import-not-at-top
   assert paired.ONEDNN_CELLS == onednn.CELLS  # paired.py does not import jax to ask
-  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch", "--cells", "lstm,gru",
-                            "--quick"])
-  assert "rnnlab_onednn" in args.frameworks and args.cells == ("lstm", "gru")
-  with pytest.raises(ValueError, match="rnnlab_onednn, which runs the plain lstm and the gru "
-                                       "on the CPU only"):
-    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--cells", "lstm,rnn"])
-  with pytest.raises(ValueError, match="rnnlab_onednn runs the lstm and the gru only, not 'mgu'"):
+  args = paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn,torch",
+                            "--cells", "lstm,gru,rnn", "--quick"])
+  assert "rnnlab_onednn" in args.frameworks and args.cells == ("lstm", "gru", "rnn")
+  with pytest.raises(ValueError, match="rnnlab_onednn, which runs on the CPU only"):
+    paired.parse_args(["--frameworks", "rnnlab,rnnlab_onednn", "--device", "gpu"])
+  with pytest.raises(ValueError, match="rnnlab_onednn runs the lstm, gru, rnn, irnn only, "
+                                       "not 'mgu'"):
     jax_models.MODELS["rnnlab_onednn"]("mgu", 4)
 
 
@@ -384,7 +396,7 @@ sys.path[:0] = [os.path.join(sys.argv[1], "tests"), sys.argv[1]]
 import test_onednn as t
 from rnnlab import onednn
 print([onednn.threads_for(*a) for a in
-       (("lstm", 16, 64), ("gru", 32, 64), ("lstm", 64, 64), ("lstm", 256, 512), ("rnn", 64, 64))])
+       (("lstm", 16, 64), ("gru", 32, 64), ("lstm", 64, 64), ("lstm", 256, 512), ("mgu", 64, 64))])
 for cell in t.CELLS:
   params, (x,) = t._b64_problem(cell)
   t.assert_close(t._per_sequence_grads(cell, True)(params, x),

@@ -12,12 +12,14 @@
 //   c0, h0, cT, hT (B, H) -> src_iter(_c) / dst_iter(_c), logical (1, 1, N, H), ldnc
 //   w_x (D, G*H)          -> weights_layer, logical (1, 1, D, G, H), ldigo (the same bytes)
 //   w_h (H, G*H)          -> weights_iter,  logical (1, 1, H, G, H), ldigo
-//   b (4H,)               -> bias, logical (1, 1, 4, H), ldgo
+//   b (K*H,)              -> bias, logical (1, 1, K, H), ldgo: K bias blocks
 // The lstm: G = 4, gate order (i, f, g, o), oneDNN's vanilla_lstm order. The gru: G = 3 in
 // oneDNN's order (u, r, o) (dnnl.hpp, format_tag::ldigo: "update, reset and output gate"),
 // rnnlab's (z, r, n), and b = (b_u, b_r, b_o, b_o') with b_o' the bias inside r * (h W_ho + b_o')
 // (dnnl.hpp, algorithm::lbr_gru); rnnlab/onednn.py swaps rnnlab's (r, z) blocks and appends
 // b_hn. oneDNN's h_t = u * h_{t-1} + (1 - u) * o is rnnlab's (1 - z) * n + z * h_{t-1}.
+// The rnn and the irnn: oneDNN's vanilla RNN, G = K = 1, with tanh (rnn) or relu of negative
+// slope 0 (irnn), rnnlab's h_t = act(x_t W_x + h_{t-1} W_h + b).
 //
 // Targets (attribute reverse: 0 left-to-right, 1 right-to-left); carries in rnnlab's order:
 //   onednn_lstm_fwd(xs, c0, h0, w_x, w_h, b) -> (ys, cT, hT, workspace u8[ws_bytes])
@@ -197,14 +199,14 @@ struct Problem {
 // in `any` format, for the primitive to choose.
 struct Descs {
   memory::desc src_layer, iter, wl_user, wi_user, wl_any, wi_any, bias, dst_layer;
-  Descs(const Problem& p, int64_t G)
+  Descs(const Problem& p, int64_t G, int64_t K)
       : src_layer({p.T, p.N, p.C}, dt::f32, tag::ntc),
         iter({1, 1, p.N, p.H}, dt::f32, tag::ldnc),
         wl_user({1, 1, p.C, G, p.H}, dt::f32, tag::ldigo),
         wi_user({1, 1, p.H, G, p.H}, dt::f32, tag::ldigo),
         wl_any({1, 1, p.C, G, p.H}, dt::f32, tag::any),
         wi_any({1, 1, p.H, G, p.H}, dt::f32, tag::any),
-        bias({1, 1, 4, p.H}, dt::f32, tag::ldgo),
+        bias({1, 1, K, p.H}, dt::f32, tag::ldgo),
         dst_layer({p.T, p.N, p.H}, dt::f32, tag::ntc) {}
 };
 
@@ -214,6 +216,7 @@ struct Descs {
 struct Lstm {
   static constexpr const char* kName = "lstm";
   static constexpr int64_t kGates = 4;  // (i, f, g, o) in w_x and w_h
+  static constexpr int64_t kBiasBlocks = 4;
   static constexpr bool kCellState = true;
   using Fwd = dnnl::lstm_forward;
   using Bwd = dnnl::lstm_backward;
@@ -235,6 +238,7 @@ struct Lstm {
 struct LbrGru {
   static constexpr const char* kName = "gru";
   static constexpr int64_t kGates = 3;  // (u, r, o) in w_x and w_h; b has a 4th block, b_o'
+  static constexpr int64_t kBiasBlocks = 4;
   static constexpr bool kCellState = false;
   using Fwd = dnnl::lbr_gru_forward;
   using Bwd = dnnl::lbr_gru_backward;
@@ -250,6 +254,32 @@ struct LbrGru {
         Engine(), dnnl::prop_kind::backward, dir, d.src_layer, d.iter, d.wl_any, d.wi_any,
         d.bias, d.dst_layer, d.iter, d.src_layer, d.iter, dwl, dwi, d.bias, d.dst_layer,
         d.iter, hint, UserScratchpad(), allow_empty);
+  }
+};
+
+// The rnn (tanh) and the irnn (relu): oneDNN's vanilla RNN, one gate block.
+template <bool kRelu>
+struct Vanilla {
+  static constexpr const char* kName = kRelu ? "irnn" : "rnn";
+  static constexpr int64_t kGates = 1;
+  static constexpr int64_t kBiasBlocks = 1;
+  static constexpr bool kCellState = false;
+  static constexpr dnnl::algorithm kActivation =
+      kRelu ? dnnl::algorithm::eltwise_relu : dnnl::algorithm::eltwise_tanh;
+  using Fwd = dnnl::vanilla_rnn_forward;
+  using Bwd = dnnl::vanilla_rnn_backward;
+  static Fwd::primitive_desc Forward(dnnl::prop_kind prop, dnnl::rnn_direction dir,
+                                     const Descs& d) {  // alpha = 0: relu's negative slope
+    return Fwd::primitive_desc(Engine(), prop, kActivation, dir, d.src_layer, d.iter, d.wl_any,
+                               d.wi_any, d.bias, d.dst_layer, d.iter, UserScratchpad());
+  }
+  static Bwd::primitive_desc Backward(dnnl::rnn_direction dir, const Descs& d,
+                                      const memory::desc& dwl, const memory::desc& dwi,
+                                      const Fwd::primitive_desc& hint, bool allow_empty) {
+    return Bwd::primitive_desc(
+        Engine(), dnnl::prop_kind::backward, kActivation, dir, d.src_layer, d.iter, d.wl_any,
+        d.wi_any, d.bias, d.dst_layer, d.iter, d.src_layer, d.iter, dwl, dwi, d.bias,
+        d.dst_layer, d.iter, hint, UserScratchpad(), allow_empty);
   }
 };
 
@@ -338,7 +368,7 @@ struct Entry {
   DiffWeights dwl, dwi;
 
   explicit Entry(const Problem& p)
-      : d(p, K::kGates),
+      : d(p, K::kGates, K::kBiasBlocks),
         dir(p.reverse ? dnnl::rnn_direction::unidirectional_right2left
                       : dnnl::rnn_direction::unidirectional_left2right) {
     fwd_pd = K::Forward(dnnl::prop_kind::forward_training, dir, d);
@@ -426,11 +456,11 @@ ffi::ErrorOr<Entry<K>*> Find(const Seq& in, F32 w_x, F32 w_h, F32 b, int32_t rev
   const int64_t G = K::kGates, N = p.N, C = p.C, H = p.H;
   if (in.c.has_value() != K::kCellState || (in.c && !Dims(*in.c, {N, H})) ||
       !Dims(in.h, {N, H}) || !Dims(w_x, {C, G * H}) || !Dims(w_h, {H, G * H}) ||
-      !Dims(b, {4 * H})) {
+      !Dims(b, {K::kBiasBlocks * H})) {
     std::string g = std::to_string(G);
     return ffi::Unexpected(ffi::Error::InvalidArgument(
         std::string(K::kCellState ? "c0, " : "") + "h0 (B, H), w_x (D, " + g + "H), w_h (H, " +
-        g + "H), b (4H,) do not match xs (B, T, D)"));
+        g + "H), b (" + std::to_string(K::kBiasBlocks) + "H,) do not match xs (B, T, D)"));
   }
   return GetEntry<K>(p);
 }
@@ -561,7 +591,10 @@ template <class Fn>
 auto ForCell(const char* cell, Fn fn) {
   if (std::strcmp(cell, "lstm") == 0) return fn(Lstm{});
   if (std::strcmp(cell, "gru") == 0) return fn(LbrGru{});
-  throw std::invalid_argument(std::string("no oneDNN cell ") + cell + "; valid: lstm, gru");
+  if (std::strcmp(cell, "rnn") == 0) return fn(Vanilla<false>{});
+  if (std::strcmp(cell, "irnn") == 0) return fn(Vanilla<true>{});
+  throw std::invalid_argument(std::string("no oneDNN cell ") + cell +
+                              "; valid: lstm, gru, rnn, irnn");
 }
 
 // The handlers: each cell's buffers, in the order of the targets above.
@@ -603,6 +636,30 @@ ffi::Error GruBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Works
                           *db, *reverse);
 }
 
+// The rnn and the irnn: the gru's buffers, through Vanilla<kRelu>.
+template <bool kRelu>
+ffi::Error VanillaFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
+                      Reverse reverse) {
+  return Forward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
+                                 &ws, *reverse);
+}
+
+template <bool kRelu>
+ffi::Error VanillaInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT,
+                        Reverse reverse) {
+  return Forward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
+                                 nullptr, *reverse);
+}
+
+template <bool kRelu>
+ffi::Error VanillaBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws,
+                      F32 dys, F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db,
+                      Reverse reverse) {
+  return Backward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT},
+                                  ws, {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0},
+                                  *dw_x, *dw_h, *db, *reverse);
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmFwd, LstmFwd);
@@ -611,6 +668,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmBwd, LstmBwd);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruFwd, GruFwd);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruInfer, GruInfer);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, GruBwd);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnFwd, VanillaFwd<false>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnInfer, VanillaInfer<false>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnBwd, VanillaBwd<false>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnFwd, VanillaFwd<true>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnInfer, VanillaInfer<true>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnBwd, VanillaBwd<true>);
 
 extern "C" {
 
