@@ -81,7 +81,7 @@ from benchmarks import harness, speed, worker
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
-VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto")
+VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto", "rnnlab_passive")
 ONEDNN_CELLS = ("lstm", "gru", "rnn", "irnn")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
@@ -186,7 +186,7 @@ def _resolve(args):
   args.torch_device = speed.TORCH_DEVICE[args.device]
   # oneDNN's threads per call in rnnlab's workers (rnnlab.onednn.threads(); recorded so that
   # --resume refuses a file measured with another count)
-  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "1")
+  args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "auto")
   return args
 
 

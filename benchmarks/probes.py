@@ -5,6 +5,7 @@
     python -m benchmarks.probes xla_flags    # XLA CPU options, one process per option
     python -m benchmarks.probes minlstm      # where minlstm's training step spends its time
     python -m benchmarks.probes wavefront    # stacked lstm layers in one wavefront loop
+    python -m benchmarks.probes pages        # fresh memory pages per training step, and malloc
 
 Every probe runs pinned to one core with XLA's Eigen pool off and times process CPU time
 (which a busy machine inflates less than wall time), alternating the variants:
@@ -31,6 +32,13 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
               above the first as one vmapped step (batched matmuls); outputs checked equal
               first. --rounds rounds alternating; median ms and layered/wavefront (> 1: the
               wavefront is faster).
+  pages       the lstm training step (B, T, H from --point) through oneDNN (the CPU default)
+              and through the scan (onednn=False), each in a fresh process, with glibc's
+              malloc as it comes and with ``keep``: mallopt(M_MMAP_MAX, 0) and a trim
+              threshold of 64 GiB, set before JAX starts, so that large buffers come from
+              the heap and stay mapped after free. --rounds rounds, the order reversed every
+              other; median CPU ms per step, minor page faults per step (pages touched for
+              the first time) and system CPU ms per step.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ def _cpu_seconds(fn) -> float:
   return time.process_time() - start
 
 
-def _train_step(cell_name, b, t, h, *, hoist=None, project=None):
+def _train_step(cell_name, b, t, h, *, hoist=None, project=None, onednn=None):
   """A jitted zero-argument training step of ``engine.scan``; ``project`` replaces
   ``Cell.project`` while it is traced. ``cell_name`` may be a ``Cell``."""
   import jax  # pylint: disable=g-import-not-at-top (after pinning)
@@ -65,7 +73,8 @@ def _train_step(cell_name, b, t, h, *, hoist=None, project=None):
   cell = cells.get_cell(cell_name) if isinstance(cell_name, str) else cell_name
   params = cell.init(jax.random.PRNGKey(0), h, h)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, h))
-  step = jax.jit(jax.grad(lambda p: jnp.mean(engine.scan(cell, p, xs, hoist=hoist)[1] ** 2)))
+  step = jax.jit(jax.grad(lambda p: jnp.mean(
+      engine.scan(cell, p, xs, hoist=hoist, onednn=onednn)[1] ** 2)))
   saved = cells.Cell.project
   if project is not None:
     cells.Cell.project = project
@@ -254,13 +263,60 @@ def xla_flags(args) -> dict:
   return out
 
 
+PAGES = {"onednn": (None, False), "onednn keep": (None, True), "scan": (False, False),
+         "scan keep": (False, True)}  # variant -> (engine.scan's onednn, malloc kept)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def _one_pages_process(args) -> None:
+  """Child of ``pages``: the variant named by --variant, one JSON line of medians."""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import resource  # pylint: disable=g-import-not-at-top
+  onednn, keep = PAGES[args.variant]
+  if keep:
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 36)):
+      raise RuntimeError("mallopt refused the settings")
+  b, t, h = args.point
+  step = _train_step("lstm", b, t, h, onednn=onednn)
+  rows = []
+  for _ in range(args.repeats):
+    before, cpu = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+    step()
+    cpu, after = time.process_time() - cpu, resource.getrusage(resource.RUSAGE_SELF)
+    rows.append((cpu, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime))
+  print(json.dumps([statistics.median(col) for col in zip(*rows)]))
+
+
+def pages(args) -> dict:
+  got = {k: [] for k in PAGES}
+  for r in range(args.rounds):
+    for name in (list(PAGES) if r % 2 == 0 else list(PAGES)[::-1]):
+      cmd = [sys.executable, "-m", "benchmarks.probes", "_one_pages", "--variant", name,
+             "--point", ",".join(map(str, args.point)), "--repeats", str(args.repeats)]
+      done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+      if done.returncode:
+        print(f"pages {name}: failed: {done.stderr.strip().splitlines()[-1:]}")
+        continue
+      got[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+  out = {}
+  for name, runs in got.items():
+    if runs:
+      cpu, faults, sys_s = (statistics.median(col) for col in zip(*runs))
+      out[name] = {"cpu_ms": 1e3 * cpu, "minor_faults": faults, "sys_ms": 1e3 * sys_s}
+      print(f"pages lstm {args.point}: {name}: {1e3 * cpu:.1f} CPU ms per step, "
+            f"{faults:.0f} minor page faults, {1e3 * sys_s:.1f} system ms", flush=True)
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("probe", choices=("dot", "projection", "xla_flags", "minlstm", "wavefront",
-                                       "_one_flag"))
+                                       "pages", "_one_flag", "_one_pages"))
+  p.add_argument("--variant", choices=tuple(PAGES), help=argparse.SUPPRESS)
   p.add_argument("--cells", default="mingru,lru,minlstm,lstm", help="projection: cells")
   p.add_argument("--length", type=int, default=2048, help="projection, minlstm: T")
-  p.add_argument("--point", default="64,100,128", help="xla_flags: B,T,H")
+  p.add_argument("--point", default="64,100,128", help="xla_flags, pages: B,T,H")
   p.add_argument("--dot_shape", default="100,256,128,512", help="dot: T,B,H,G")
   p.add_argument("--stacks", default="16,100,128,2;64,100,128,2;16,100,128,4;64,100,128,4",
                  help="wavefront: B,T,H,L points separated by ;")
@@ -280,12 +336,13 @@ def main(argv=None) -> int:
           " (L >= 2), positive integers; --length, --repeats and --rounds positive.",
           file=sys.stderr)
     return 2
-  if args.probe != "_one_flag":  # one core, Eigen's pool off, before JAX is imported
+  if not args.probe.startswith("_one"):  # one core, Eigen's pool off, before JAX starts
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[-1:])
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
   {"dot": dot, "projection": projection, "xla_flags": xla_flags, "minlstm": minlstm,
-   "wavefront": wavefront, "_one_flag": _one_flag_process}[args.probe](args)
+   "wavefront": wavefront, "pages": pages, "_one_flag": _one_flag_process,
+   "_one_pages": _one_pages_process}[args.probe](args)
   return 0
 
 

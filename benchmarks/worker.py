@@ -43,13 +43,15 @@ BACKENDS = {
     "rnnlab_scan": "benchmarks.jax_models",
     # the default path with oneDNN's threads chosen per problem (ENVIRONMENT)
     "rnnlab_auto": "benchmarks.jax_models",
+    "rnnlab_passive": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",
     "exp_chunk": "benchmarks.jax_models",
 }
 # framework -> environment its worker sets before importing anything (the variable is read once)
-ENVIRONMENT = {"rnnlab_auto": {"RNNLAB_ONEDNN_THREADS": "auto"}}
+ENVIRONMENT = {"rnnlab_auto": {"RNNLAB_ONEDNN_THREADS": "auto"},
+               "rnnlab_passive": {"RNNLAB_ONEDNN_THREADS": "auto", "OMP_WAIT_POLICY": "passive"}}
 # --device -> JAX_PLATFORMS: "cuda" fails loudly if JAX sees no GPU, rather than
 # silently timing the CPU.
 JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}

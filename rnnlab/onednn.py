@@ -131,16 +131,19 @@ THREADS_ENV = "RNNLAB_ONEDNN_THREADS"
 
 def threads() -> int | None:
   """OpenMP threads of each oneDNN call from ``RNNLAB_ONEDNN_THREADS`` (read once, when the
-  library loads): unset means 1; a positive integer fixes the count; ``auto`` (None here) lets
-  each problem choose, one thread per 384k multiply-adds of the step's recurrent matmul
-  (B x H times H x G*H, G = 4 for the lstm, 3 for the gru), at least one and at most the cores
-  this process may use (``threads_for``). ValueError for anything else.
+  library loads): unset or ``auto`` (None here) lets each problem choose, one thread per 384k
+  multiply-adds of the step's recurrent matmul (B x H times H x G*H, G = 4 for the lstm, 3 for
+  the gru, 1 for the rnn), at least one and at most ``max_threads()``; a positive integer fixes
+  the count. ValueError for anything else.
 
-  Why 1 by default (benchmarks/README.md, 2 cores): on a quiet machine ``auto`` trains the LSTM
-  at B=64, H=64 1.4x faster, but beside one busy process its threads, which spin while they
-  wait for each other at every step, made the same step 3-17x slower than one thread. More
-  cores than 2 were never measured."""
-  text = os.environ.get(THREADS_ENV, "1").strip()
+  Measured on 2 cores (benchmarks/README.md): on a quiet machine ``auto`` trains 1.4x faster
+  than one thread (median over the lstm and gru grid) and never slower than the scan, where one
+  thread fell to 0.6x of the scan at H = 512. Beside one busy process its threads, which spin
+  while they wait for each other at every step, made the quickstart (500 steps) take 53 s
+  instead of 6 s on one thread: on a machine others share, set ``RNNLAB_ONEDNN_THREADS=1``.
+  Numbers do not depend on the count (tests/test_onednn.py checks the gradients bit for
+  bit)."""
+  text = os.environ.get(THREADS_ENV, "auto").strip()
   if text.lower() == "auto":
     return None
   try:
@@ -148,9 +151,20 @@ def threads() -> int | None:
   except ValueError:
     value = 0
   if value < 1:
-    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call; "
-                     f"unset: 1) or auto (chosen per problem), got {text!r}")
+    raise ValueError(f"{THREADS_ENV} must be a positive integer (oneDNN's threads per call) "
+                     f"or auto (unset: chosen per problem), got {text!r}")
   return value
+
+
+def max_threads() -> int:
+  """The most threads ``auto`` gives a call: the cores this process may use, or fewer where
+  ``OMP_NUM_THREADS`` says so (as Ray sets it to a task's CPUs)."""
+  cores = len(os.sched_getaffinity(0))
+  try:
+    omp = int(os.environ.get("OMP_NUM_THREADS", ""))
+  except ValueError:
+    return cores
+  return max(1, min(cores, omp))
 
 
 def threads_for(cell: str, batch: int, hidden: int) -> int:
@@ -178,7 +192,7 @@ def _load():
     return None, f"the oneDNN RNN library could not be built or loaded: {e}"
   so.onednn_rnn_set_threads.argtypes = [ctypes.c_int32, ctypes.c_int32]
   # before the first primitive: the count sizes their scratchpads
-  so.onednn_rnn_set_threads(count or 0, len(os.sched_getaffinity(0)))
+  so.onednn_rnn_set_threads(count or 0, max_threads())
   so.onednn_rnn_threads_for.restype = ctypes.c_int32
   so.onednn_rnn_threads_for.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64]
   problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.

@@ -1,6 +1,13 @@
 """Shared pytest fixtures."""
 
-import jax
+import os
+
+# One OpenMP thread per oneDNN call in the suite (rnnlab.onednn.threads): its pytest-xdist
+# workers share the cores, and OpenMP threads that share cores wait for each other at every
+# step. tests/test_onednn.py runs the default (auto) in a child process of its own.
+os.environ.setdefault("RNNLAB_ONEDNN_THREADS", "1")
+
+import jax  # noqa: E402
 import pytest
 
 

@@ -39,9 +39,9 @@
 //
 // Threads: oneDNN (the wheel's OpenMP runtime) runs each problem on OpenMP threads set by
 // onednn_rnn_set_threads(fixed, cores), once, by rnnlab/onednn.py before the first call: a fixed
-// count (RNNLAB_ONEDNN_THREADS, default 1), or with fixed = 0 (RNNLAB_ONEDNN_THREADS=auto) one
-// thread per kMacsPerThread multiply-adds of the step's recurrent matmul (N x H times
-// H x G*H), at least 1 and at most `cores`.
+// count (RNNLAB_ONEDNN_THREADS), or with fixed = 0 (unset or auto, the default) one thread per
+// kMacsPerThread multiply-adds of the step's recurrent matmul (N x H times H x G*H), at least 1
+// and at most `cores` (onednn.max_threads()).
 // Every call, and every primitive creation (which sizes the scratchpad by the thread count),
 // runs on ONE thread of this library (OneThread), which the XLA thread of the call waits for.
 // Had each XLA worker thread called oneDNN itself, each would lead its own OpenMP team: with

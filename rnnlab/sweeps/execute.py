@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from rnnlab import onednn
 from rnnlab.sweeps import spec
 from rnnlab.training import config as config_lib
 from rnnlab.training import vmapped
@@ -37,8 +38,9 @@ class _Children:
   (and the sweep would wait for them) after it said it stopped.
   """
 
-  def __init__(self):
+  def __init__(self, env: dict[str, str] | None = None):
     self.lock, self.running, self.stopping = threading.Lock(), set(), False
+    self.env = env  # the children's environment (None: this process's)
 
   def run(self, cmd: list[str], log_path: str, task_path: str | None = None) -> int:
     """Runs ``cmd`` (a launch.py process) with its output appended to ``log_path``; returns
@@ -48,7 +50,7 @@ class _Children:
       if self.stopping:
         return INTERRUPTED
       with open(log_path, "a") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
       self.running.add(proc)
     try:
       return proc.wait()
@@ -71,6 +73,18 @@ class _Children:
       except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def child_env(jobs: int) -> dict[str, str]:
+  """The environment of ``jobs`` local runs at once: with more than one, each run's oneDNN
+  calls get their share of the cores (``RNNLAB_ONEDNN_THREADS``), unless it or
+  ``OMP_NUM_THREADS`` is set. OpenMP threads of runs that share cores wait for each other at
+  every step: beside one busy process the quickstart took 53 s on oneDNN's default threads,
+  6 s on one (``onednn.threads``)."""
+  env = dict(os.environ)
+  if jobs > 1 and not {onednn.THREADS_ENV, "OMP_NUM_THREADS"} & set(env):
+    env[onednn.THREADS_ENV] = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+  return env
 
 
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -242,7 +256,7 @@ def run_sweep(config_path: str, root: str, runs: list[spec.Run], *, jobs: int = 
   progress = _Progress(len(runs), len(runs) - len(todo), stream)
   units = vmap_groups(todo, vmap) if vmap > 0 else [[r] for r in todo]
   index = {r.name: i for i, r in enumerate(all_runs or runs)}
-  children = runner if runner is not None else _Children()
+  children = runner if runner is not None else _Children(child_env(jobs))
   at_once = (f"{jobs} at a time" if runner is None else
              f"as tasks of {children.describe()}")
   if runner is not None:
