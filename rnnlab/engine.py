@@ -426,16 +426,16 @@ def _cudnn_lstm(params, xs, carry, lengths, reverse, lstm=None):
 
 
 # What ``onednn=None`` means where oneDNN applies (CPU, the plain lstm or the gru, float32,
-# full-length sequences, no remat, the library here): on. The paired benchmark
-# (benchmarks/README.md, "oneDNN for the LSTM and GRU, now the CPU default") put oneDNN's
-# training step at 0.93-1.45x the scan's speed (ahead at 10 of 12 points) and its forward
-# pass at 1.3-3.1x, on the 2-core CPU. Not inside ``vmapped_runs()``: there its calls would
+# full-length sequences, no remat, the library here): on. The three-framework grid on 2 cores
+# (benchmarks/README.md, "The three-framework grid") put it, on its default threads, ahead of
+# Flax (the same program as the scan) at 35 of 36 training points (median 1.39x) and all 36
+# forward points. Not inside ``vmapped_runs()``: there its calls would
 # run once per vmapped run (0.78x the scan's runs per CPU hour, same README).
 ONEDNN_DEFAULT = True
 # The cells ``onednn=None`` runs through oneDNN; the others of ``onednn.CELLS`` only with True.
-# oneDNN's vanilla RNN (rnn, irnn) ran the forward pass 1.2-1.7x faster than the scan but
+# oneDNN's vanilla RNN (rnn, irnn) ran the forward pass up to 1.7x faster than the scan but
 # trained at 0.66-0.90x of its speed at B >= 64 (paired, 3 rounds, T = 100, H 64/128; the same
-# README, "The rnn through oneDNN"), so the scan stays their default.
+# README, "The rnn: level with Flax"), so the scan stays their default.
 ONEDNN_DEFAULT_CELLS = ("lstm", "gru")
 
 _VMAPPED_RUNS = contextvars.ContextVar("rnnlab_engine_vmapped_runs", default=False)

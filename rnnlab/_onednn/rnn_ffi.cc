@@ -45,9 +45,9 @@
 // Every call, and every primitive creation (which sizes the scratchpad by the thread count),
 // runs on ONE thread of this library (OneThread), which the XLA thread of the call waits for.
 // Had each XLA worker thread called oneDNN itself, each would lead its own OpenMP team: with
-// n = 2 the process held four teams on two cores, libgomp saw more threads than cores and
+// n = 2 the process held several teams on two cores, libgomp saw more threads than cores and
 // put idle team threads to sleep after a few microseconds, and every step of the recurrence
-// paid a futex wake-up (the LSTM trained 2.2x slower on 2 threads than on 1, B=64, H=64).
+// paid a futex wake-up (the quickstart took 2.6x as long on 2 threads as on 1).
 // One team stays within the cores, so its threads spin between steps instead.
 
 #include <omp.h>
@@ -85,10 +85,10 @@ namespace {
 std::atomic<int> g_fixed_threads{1};  // 0: per problem, ThreadsFor
 std::atomic<int> g_cores{1};
 
-// Measured on 2 cores (benchmarks/README.md): the step's recurrent matmul needs about this
-// much work per thread for a second thread to pay. LSTM B=16, H=64 (262k) trained 1.35x
-// slower on 2 threads than on 1; B=32, H=64 (524k) was even; GRU B=64, H=64 (786k) and
-// LSTM B=16, H=128 (1M) trained 1.4x and 1.1x faster.
+// Measured on 2 cores (benchmarks/README.md, "Two oneDNN threads"): the step's recurrent
+// matmul needs about this much work per thread for a second thread to pay. Two threads
+// trained the LSTM at 0.82x and 0.99x of one at B=16 and 32, H=64 (262k, 524k), the GRU at
+// 0.57x and 0.66x (197k, 393k).
 constexpr int64_t kMacsPerThread = 384 * 1024;
 
 // The one thread that runs everything oneDNN does here (see Threads above), started on first
