@@ -34,9 +34,9 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
               wavefront is faster).
   pages       the lstm training step (B, T, H from --point) through oneDNN (the CPU default)
               and through the scan (onednn=False), each in a fresh process, with glibc's
-              malloc as it comes and with ``keep``: mallopt(M_MMAP_MAX, 0) and a trim
-              threshold of 64 GiB, set before JAX starts, so that large buffers come from
-              the heap and stay mapped after free. --rounds rounds, the order reversed every
+              malloc as it comes and with ``keep``: mallopt(M_MMAP_MAX, 0), a trim
+              threshold of 64 GiB and one arena, set before JAX starts, so that large
+              buffers come from the one heap and stay mapped after free. --rounds rounds, the order reversed every
               other; median CPU ms per step, minor page faults per step (pages touched for
               the first time) and system CPU ms per step.
 """
@@ -265,7 +265,7 @@ def xla_flags(args) -> dict:
 
 PAGES = {"onednn": (None, False), "onednn keep": (None, True), "scan": (False, False),
          "scan keep": (False, True)}  # variant -> (engine.scan's onednn, malloc kept)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 
 
 def _one_pages_process(args) -> None:
@@ -275,7 +275,8 @@ def _one_pages_process(args) -> None:
   onednn, keep = PAGES[args.variant]
   if keep:
     libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 36)):
+    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 36)
+            and libc.mallopt(_M_ARENA_MAX, 1)):
       raise RuntimeError("mallopt refused the settings")
   b, t, h = args.point
   step = _train_step("lstm", b, t, h, onednn=onednn)
