@@ -82,7 +82,6 @@ PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
 VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto", "rnnlab_passive")
-ONEDNN_CELLS = ("lstm", "gru", "rnn", "irnn")  # what rnnlab_onednn runs (rnnlab.onednn.CELLS)
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))

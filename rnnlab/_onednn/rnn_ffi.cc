@@ -617,47 +617,26 @@ ffi::Error LstmBwd(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 
                         {*dxs, *dc0, *dh0}, *dw_x, *dw_h, *db, *reverse);
 }
 
-ffi::Error GruFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
-                  Reverse reverse) {
-  return Forward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, &ws,
-                         *reverse);
+// The cells without a cell state (the gru, the rnn, the irnn): h only, through cell K.
+template <class K>
+ffi::Error HFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
+                Reverse reverse) {
+  return Forward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, &ws,
+                    *reverse);
 }
 
-ffi::Error GruInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Reverse reverse) {
-  return Forward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
-                         nullptr, *reverse);
+template <class K>
+ffi::Error HInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Reverse reverse) {
+  return Forward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, nullptr,
+                    *reverse);
 }
 
-ffi::Error GruBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws,
-                  F32 dys, F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db,
-                  Reverse reverse) {
-  return Backward<LbrGru>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT}, ws,
-                          {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0}, *dw_x, *dw_h,
-                          *db, *reverse);
-}
-
-// The rnn and the irnn: the gru's buffers, through Vanilla<kRelu>.
-template <bool kRelu>
-ffi::Error VanillaFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
-                      Reverse reverse) {
-  return Forward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
-                                 &ws, *reverse);
-}
-
-template <bool kRelu>
-ffi::Error VanillaInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT,
-                        Reverse reverse) {
-  return Forward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT},
-                                 nullptr, *reverse);
-}
-
-template <bool kRelu>
-ffi::Error VanillaBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws,
-                      F32 dys, F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db,
-                      Reverse reverse) {
-  return Backward<Vanilla<kRelu>>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT},
-                                  ws, {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0},
-                                  *dw_x, *dw_h, *db, *reverse);
+template <class K>
+ffi::Error HBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws, F32 dys,
+                F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db, Reverse reverse) {
+  return Backward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT}, ws,
+                     {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0}, *dw_x, *dw_h, *db,
+                     *reverse);
 }
 
 }  // namespace
@@ -665,15 +644,15 @@ ffi::Error VanillaBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, W
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmFwd, LstmFwd);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmInfer, LstmInfer);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnLstmBwd, LstmBwd);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruFwd, GruFwd);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruInfer, GruInfer);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, GruBwd);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnFwd, VanillaFwd<false>);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnInfer, VanillaInfer<false>);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnBwd, VanillaBwd<false>);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnFwd, VanillaFwd<true>);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnInfer, VanillaInfer<true>);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnBwd, VanillaBwd<true>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruFwd, HFwd<LbrGru>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruInfer, HInfer<LbrGru>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnGruBwd, HBwd<LbrGru>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnFwd, HFwd<Vanilla<false>>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnInfer, HInfer<Vanilla<false>>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnRnnBwd, HBwd<Vanilla<false>>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnFwd, HFwd<Vanilla<true>>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnInfer, HInfer<Vanilla<true>>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnIrnnBwd, HBwd<Vanilla<true>>);
 
 extern "C" {
 
