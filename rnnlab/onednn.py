@@ -6,7 +6,8 @@ oneDNN's LSTM, the ``gru`` cell through ``gru`` below, oneDNN's linear-before-re
 the ``rnn`` and ``irnn`` cells through ``elman``, oneDNN's vanilla RNN (tanh, relu), instead
 of ``jax.lax.scan`` (float32, full-length sequences); ``engine.resolve_onednn`` says
 where that applies. Each runs as three custom calls: forward training (which keeps oneDNN's
-workspace), forward inference (for calls nothing differentiates) and backward, tied together
+workspace, in a pool of the library's own: ``pool``), forward inference (for calls nothing
+differentiates) and backward, tied together
 by ``jax.custom_vjp``. The C++ side is ``rnnlab/_onednn/rnn_ffi.cc`` (shipped with the
 package). On first use it is compiled with g++ against jaxlib's FFI headers and the oneDNN
 wheels of the optional extra ``rnnlab[onednn]``:
@@ -200,6 +201,8 @@ def _load():
   so.onednn_rnn_workspace_bytes.argtypes = problem
   so.onednn_rnn_info.restype = ctypes.c_int
   so.onednn_rnn_info.argtypes = problem + [ctypes.c_char_p, ctypes.c_int64]
+  so.onednn_rnn_pool.restype = ctypes.c_int
+  so.onednn_rnn_pool.argtypes = problem + [ctypes.POINTER(ctypes.c_int64)]
   for name, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(so, symbol)), platform="cpu")
   return so, None
@@ -228,6 +231,22 @@ def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool, *, cell: str 
   if size < 0:
     raise RuntimeError(f"oneDNN could not create its {cell} for T={t}, B={n}, D={c}, H={h}.")
   return int(size)
+
+
+def pool(t: int, n: int, c: int, h: int, reverse: bool = False, *,
+         cell: str = "lstm") -> dict[str, int]:
+  """The library's workspace pool for one problem of ``cell``: ``slots`` (workspaces held;
+  each of ``bytes``) and ``busy`` (written by a forward whose backward has not run yet).
+
+  Training forwards write oneDNN's workspace into a slot and return a token; backward reads it
+  and frees the slot. The slots are never given back: a training loop reuses the same pages at
+  every step, where an XLA buffer would be allocated (and its pages faulted in) anew. At most
+  16 slots are busy per problem: past that a forward takes the least recently used one, and
+  a backward that finds its slot taken runs its forward again first."""
+  out = (ctypes.c_int64 * 3)()
+  if _library().onednn_rnn_pool(cell.encode(), t, n, c, h, int(reverse), out) != 0:
+    raise RuntimeError(f"oneDNN could not create its {cell} for T={t}, B={n}, D={c}, H={h}.")
+  return {"slots": out[0], "busy": out[1], "bytes": out[2]}
 
 
 def info(t: int, n: int, c: int, h: int, reverse: bool = False, *, cell: str = "lstm") -> str:
@@ -264,23 +283,28 @@ def _run(cell, weights, xs, carry, reverse):
   return tuple(final), ys
 
 
+# Forward training keeps oneDNN's workspace in the library's pool (``pool``) and returns a
+# token for it, (slot, generation) as two uint32, which backward takes in its place.
+_TOKEN = jax.ShapeDtypeStruct((2,), jnp.uint32)
+
+
 def _run_fwd(cell, weights, xs, carry, reverse):
-  b, t, d = xs.shape
+  _library()
+  b, t, _ = xs.shape
   h = carry[-1].shape[-1]
-  ws = jax.ShapeDtypeStruct((workspace_bytes(t, b, d, h, reverse, cell=cell),), jnp.uint8)
-  ys, *final, ws = jax.ffi.ffi_call(
-      f"onednn_{cell}_fwd", (_f32((b, t, h)), *map(_like, carry), ws),
+  ys, *final, token = jax.ffi.ffi_call(
+      f"onednn_{cell}_fwd", (_f32((b, t, h)), *map(_like, carry), _TOKEN),
       vmap_method="sequential")(xs, *carry, *weights, reverse=np.int32(reverse))
   final = tuple(final)
-  return (final, ys), (weights, xs, carry, ys, final, ws)
+  return (final, ys), (weights, xs, carry, ys, final, token)
 
 
 def _run_bwd(cell, reverse, res, cts):
-  weights, xs, carry, ys, final, ws = res
+  weights, xs, carry, ys, final, token = res
   d_final, dys = cts  # symbolic zeros arrive as zeros (custom_vjp instantiates them)
   dxs, *grads = jax.ffi.ffi_call(
       f"onednn_{cell}_bwd", (_like(xs), *map(_like, carry), *map(_like, weights)),
-      vmap_method="sequential")(xs, *carry, *weights, ys, *final, ws, dys, *d_final,
+      vmap_method="sequential")(xs, *carry, *weights, ys, *final, token, dys, *d_final,
                                 reverse=np.int32(reverse))
   n = len(carry)
   return tuple(grads[n:]), dxs, tuple(grads[:n])

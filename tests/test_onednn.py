@@ -166,9 +166,14 @@ def test_onednn_lstm_refuses_mismatched_shapes():
   # the custom call checks too (it writes through raw pointers)
   f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   call = jax.ffi.ffi_call("onednn_lstm_fwd", (f32(3, 6, 4), f32(3, 4), f32(3, 4),
-                                              jax.ShapeDtypeStruct((8,), jnp.uint8)))
+                                              onednn._TOKEN))
   with pytest.raises(Exception, match="do not match xs"):
     jax.block_until_ready(call(xs, c[:2], h, params["w_x"], params["w_h"], params["b"],
+                               reverse=np.int32(0)))
+  call = jax.ffi.ffi_call("onednn_lstm_fwd", (f32(3, 6, 4), f32(3, 4), f32(3, 4),
+                                              jax.ShapeDtypeStruct((3,), jnp.uint32)))
+  with pytest.raises(Exception, match="the token output must hold two uint32"):
+    jax.block_until_ready(call(xs, c, h, params["w_x"], params["w_h"], params["b"],
                                reverse=np.int32(0)))
 
 
@@ -185,11 +190,72 @@ def test_onednn_gru_refuses_mismatched_shapes_and_parameters():
     onednn.gru({k: v for k, v in params.items() if k != "b_hn"}, xs, h)
   # the custom call checks too (it writes through raw pointers); its b is oneDNN's (4H,)
   f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  call = jax.ffi.ffi_call("onednn_gru_fwd", (f32(3, 6, 4), f32(3, 4),
-                                             jax.ShapeDtypeStruct((8,), jnp.uint8)))
+  call = jax.ffi.ffi_call("onednn_gru_fwd", (f32(3, 6, 4), f32(3, 4), onednn._TOKEN))
   with pytest.raises(Exception, match=r"h0 \(B, H\), w_x \(D, 3H\), .* do not match xs"):
     jax.block_until_ready(call(xs, h[:2], *onednn.lbr_gru_weights(params),
                                reverse=np.int32(0)))
+
+
+def _pool_problem(cell, t):
+  """(params, xs, carry) of a problem of length ``t``, so that each test below has its own
+  entry in the library (entries, and their pools, are per shape and live as long as the
+  process)."""
+  params, _, carry = problem(5, cell=cell)
+  xs = np.random.default_rng(t).normal(size=(B, t, 5)).astype(np.float32)
+  return params, xs, carry
+
+
+def _pool(cell, t):
+  return onednn.pool(t, B, 5, 4, cell=cell)
+
+
+@needs_onednn
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_training_loop_reuses_one_workspace(cell):
+  """Forward training writes oneDNN's workspace into the library's pool and backward frees it,
+  so a loop of training steps holds one slot, not a new buffer per step (what kept the pages
+  of the workspace faulting in at every step)."""
+  params, xs, carry = _pool_problem(cell, 11)
+  step = jax.jit(jax.grad(loss(lambda p: engine.scan(cell, p, xs, carry=carry, onednn=True))))
+  for _ in range(4):
+    jax.block_until_ready(step(params))
+  assert _pool(cell, 11) == {"slots": 1, "busy": 0,
+                             "bytes": onednn.workspace_bytes(11, B, 5, 4, False, cell=cell)}
+
+
+@needs_onednn
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_backward_whose_workspace_was_taken_runs_its_forward_again(cell):
+  """A vjp called again after a later forward took its (freed) slot must not read that
+  forward's workspace: the token's generation no longer matches, and the backward recomputes."""
+  params, xs, carry = _pool_problem(cell, 12)
+  f = lambda p: engine.scan(cell, p, xs, carry=carry, onednn=True)[1]
+  ct = np.random.default_rng(0).normal(size=(B, 12, 4)).astype(np.float32)
+  want = jax.vjp(lambda p: engine.scan(cell, p, xs, carry=carry, onednn=False)[1],
+                 params)[1](ct)
+  _, first = jax.vjp(f, params)
+  assert_close(first(ct), want)  # frees the slot
+  other = jax.tree.map(lambda a: 0.5 * a, params)
+  _, second = jax.vjp(f, other)  # takes the same slot, with other numbers
+  assert _pool(cell, 12)["slots"] == 1
+  assert_close(first(ct), want)
+  assert_close(second(ct), jax.vjp(
+      lambda p: engine.scan(cell, p, xs, carry=carry, onednn=False)[1], other)[1](ct))
+
+
+@needs_onednn
+def test_forwards_whose_backward_never_runs_hold_at_most_16_slots():
+  params, xs, carry = _pool_problem("lstm", 13)
+  f = lambda p: engine.scan("lstm", p, xs, carry=carry, onednn=True)[1]
+  ct = np.ones((B, 13, 4), np.float32)
+  vjps = [jax.vjp(f, jax.tree.map(lambda a, i=i: a * (1 + i / 40), params))[1]
+          for i in range(20)]
+  assert _pool("lstm", 13)["slots"] == 16 and _pool("lstm", 13)["busy"] == 16
+  # the first four were evicted: their backward runs the forward again, into a slot
+  want = jax.vjp(lambda p: engine.scan("lstm", p, xs, carry=carry, onednn=False)[1],
+                 params)[1](ct)
+  assert_close(vjps[0](ct), want)
+  assert _pool("lstm", 13)["slots"] == 16
 
 
 def test_onednn_none_runs_onednn_where_it_applies_and_the_scan_elsewhere():

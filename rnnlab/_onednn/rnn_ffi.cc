@@ -22,10 +22,10 @@
 // slope 0 (irnn), rnnlab's h_t = act(x_t W_x + h_{t-1} W_h + b).
 //
 // Targets (attribute reverse: 0 left-to-right, 1 right-to-left); carries in rnnlab's order:
-//   onednn_lstm_fwd(xs, c0, h0, w_x, w_h, b) -> (ys, cT, hT, workspace u8[ws_bytes])
+//   onednn_lstm_fwd(xs, c0, h0, w_x, w_h, b) -> (ys, cT, hT, token u32[2])
 //   onednn_lstm_infer(xs, c0, h0, w_x, w_h, b) -> (ys, cT, hT)   (no workspace: nothing
 //       differentiates the call)
-//   onednn_lstm_bwd(xs, c0, h0, w_x, w_h, b, ys, cT, hT, workspace, dys, dcT, dhT)
+//   onednn_lstm_bwd(xs, c0, h0, w_x, w_h, b, ys, cT, hT, token, dys, dcT, dhT)
 //       -> (dxs, dc0, dh0, dw_x, dw_h, db)
 //   onednn_gru_fwd, onednn_gru_infer, onednn_gru_bwd: the same without c0, cT and their
 //       gradients.
@@ -36,6 +36,16 @@
 // Primitive descriptors, primitives, weight reorders, reordered weight buffers and a
 // scratchpad are cached per cell and (T, N, C, H, reverse) and never evicted, each entry
 // with its own mutex.
+//
+// Workspaces: oneDNN's forward-training workspace (what backward reads; several times the size
+// of ys) lives in this library's Pool, not in XLA: forward returns a token naming its slot, and
+// backward reads the slot and frees it for the next forward. Had it been an XLA output, XLA
+// would allocate it anew at every step, and glibc serves such large requests with fresh
+// mmaps: every step faulted in every page again (about a third of the LSTM's training step at
+// B=16, T=500, H=64; benchmarks/README.md). A token carries the slot's generation, bumped
+// whenever a forward takes the slot; a backward whose slot has since been taken (XLA merged
+// two equal forwards, a forward whose backward never ran was evicted, or an old vjp is
+// called again) recomputes the workspace from its inputs, so results never depend on the pool.
 //
 // Threads: oneDNN (the wheel's OpenMP runtime) runs each problem on OpenMP threads set by
 // onednn_rnn_set_threads(fixed, cores), once, by rnnlab/onednn.py before the first call: a fixed
@@ -185,6 +195,68 @@ struct Scratch {
   }
   memory For(const memory::desc& md) {
     return memory(md, Engine(), size ? mem.get_data_handle() : nullptr);
+  }
+};
+
+// The workspaces of one Entry (see Workspaces above); used under the Entry's mutex.
+struct Pool {
+  // A forward whose backward never ran keeps its slot busy; past this many busy slots a forward
+  // takes the least recently used busy one instead of growing the pool (its backward, should it
+  // come, recomputes).
+  static constexpr size_t kMaxBusy = 16;
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  struct Slot {
+    std::unique_ptr<uint8_t, Free> mem;
+    uint32_t gen = 0;
+    uint64_t used = 0;  // the clock when last taken
+    bool busy = false;
+  };
+  std::vector<Slot> slots;
+  size_t bytes = 0;  // every slot's size: the entry's workspace
+  uint64_t clock = 0;
+
+  // The slot a forward writes into: a free one, else a new one, else (kMaxBusy busy) the least
+  // recently used. Its generation moves on, so earlier tokens of it no longer match.
+  size_t Take() {
+    size_t pick = slots.size(), busy = 0;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (!slots[i].busy) {
+        pick = i;
+        break;
+      }
+      ++busy;
+    }
+    if (pick == slots.size()) {
+      if (busy >= kMaxBusy) {
+        pick = 0;
+        for (size_t i = 1; i < slots.size(); ++i)
+          if (slots[i].used < slots[pick].used) pick = i;
+      } else {
+        // 64-byte aligned, as oneDNN prefers; aligned_alloc wants a multiple of the alignment
+        void* mem = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+        if (mem == nullptr) throw std::bad_alloc();
+        slots.emplace_back();
+        slots.back().mem.reset(static_cast<uint8_t*>(mem));
+      }
+    }
+    Slot& s = slots[pick];
+    ++s.gen;
+    s.used = ++clock;
+    s.busy = true;
+    return pick;
+  }
+  // The slot of token (slot index, generation) if it still holds that forward's workspace,
+  // else nullptr.
+  Slot* Find(const uint32_t* token) {
+    if (token[0] >= slots.size() || slots[token[0]].gen != token[1]) return nullptr;
+    return &slots[token[0]];
+  }
+  int64_t Busy() const {
+    int64_t n = 0;
+    for (const Slot& s : slots) n += s.busy;
+    return n;
   }
 };
 
@@ -366,6 +438,7 @@ struct Entry {
   typename K::Fwd::primitive_desc fwd_pd;  // the backward primitive's hint
   Stage fwd, inf, bwd;  // inf: forward_inference, no workspace, for calls nothing differentiates
   DiffWeights dwl, dwi;
+  Pool pool;  // fwd's workspaces, for bwd
 
   explicit Entry(const Problem& p)
       : d(p, K::kGates, K::kBiasBlocks),
@@ -373,6 +446,7 @@ struct Entry {
                       : dnnl::rnn_direction::unidirectional_left2right) {
     fwd_pd = K::Forward(dnnl::prop_kind::forward_training, dir, d);
     fwd.Init(fwd_pd, d, scratch);
+    pool.bytes = fwd_pd.workspace_desc().get_size();
   }
 
   Stage& Inference() {
@@ -414,7 +488,7 @@ Entry<K>* GetEntry(const Problem& p) {
 
 using F32 = ffi::Buffer<ffi::F32>;
 using Out = ffi::ResultBuffer<ffi::F32>;
-using Workspace = ffi::Buffer<ffi::U8>;
+using Token = ffi::Buffer<ffi::U32>;  // (slot index, generation) of a workspace in a Pool
 constexpr char kReverse[] = "reverse";
 using Reverse = ffi::Attr<int32_t, kReverse>;
 using Args = std::unordered_map<int, memory>;
@@ -496,23 +570,28 @@ ffi::Error Guarded(const std::string& what, Fn body) {
   return result;
 }
 
-// Forward training (writes the workspace `ws`) or, with ws null, forward inference.
+// Forward training (the workspace into a slot of the entry's pool, its token into `token`) or,
+// with token null, forward inference.
 template <class K>
-ffi::Error Forward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out, ffi::ResultBuffer<ffi::U8>* ws,
-                   int32_t reverse) {
-  return Guarded(std::string(K::kName) + (ws ? " fwd" : " inference"), [&]() -> ffi::Error {
+ffi::Error Forward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out,
+                   ffi::ResultBuffer<ffi::U32>* token, int32_t reverse) {
+  return Guarded(std::string(K::kName) + (token ? " fwd" : " inference"), [&]() -> ffi::Error {
     auto found = Find<K>(in, w_x, w_h, b, reverse);
     if (!found) return found.error();
     Entry<K>& e = **found;
     std::lock_guard<std::mutex> lock(e.mu);
-    Stage& s = ws ? e.fwd : e.Inference();
+    Stage& s = token ? e.fwd : e.Inference();
     Args args = Common(e, s, in, w_x, w_h, b);
     Put(args, out, DNNL_ARG_DST_LAYER, DNNL_ARG_DST_ITER_C, DNNL_ARG_DST_ITER, e.d.dst_layer,
         e.d.iter);
-    if (ws) {
-      if ((*ws)->size_bytes() < s.pd.workspace_desc().get_size())
-        return ffi::Error::InvalidArgument("workspace output too small");
-      args[DNNL_ARG_WORKSPACE] = memory(s.pd.workspace_desc(), Engine(), (*ws)->untyped_data());
+    if (token) {
+      if ((*token)->element_count() != 2)
+        return ffi::Error::InvalidArgument("the token output must hold two uint32");
+      size_t slot = e.pool.Take();
+      args[DNNL_ARG_WORKSPACE] =
+          memory(s.pd.workspace_desc(), Engine(), e.pool.slots[slot].mem.get());
+      (*token)->typed_data()[0] = static_cast<uint32_t>(slot);
+      (*token)->typed_data()[1] = e.pool.slots[slot].gen;
     }
     s.prim.execute(Stream(), args);
     Stream().wait();
@@ -520,21 +599,45 @@ ffi::Error Forward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out, ffi::ResultBuffer<f
   });
 }
 
-// Backward: from the forward's inputs `in`, outputs `out` and workspace `ws` and the
-// gradients `d_out` of its outputs, the gradients `d_in` of its inputs and dw_x, dw_h, db.
+// The workspace of the forward that returned `token`: its slot, or, where the slot has been
+// taken since (see Workspaces above), a slot the forward is run into again from its inputs.
 template <class K>
-ffi::Error Backward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out, Workspace ws, Seq d_out,
+Pool::Slot& Workspace(Entry<K>& e, const uint32_t* token, const Seq& in, F32 w_x, F32 w_h,
+                      F32 b) {
+  if (Pool::Slot* slot = e.pool.Find(token)) return *slot;
+  size_t taken = e.pool.Take();  // may grow the pool: index it after
+  Pool::Slot& slot = e.pool.slots[taken];
+  Args args = Common(e, e.fwd, in, w_x, w_h, b);
+  std::vector<float> ys(e.d.dst_layer.get_size() / sizeof(float));
+  std::vector<float> h(e.d.iter.get_size() / sizeof(float)), c(h.size());
+  args[DNNL_ARG_DST_LAYER] = memory(e.d.dst_layer, Engine(), ys.data());
+  args[DNNL_ARG_DST_ITER] = memory(e.d.iter, Engine(), h.data());
+  if (K::kCellState) args[DNNL_ARG_DST_ITER_C] = memory(e.d.iter, Engine(), c.data());
+  args[DNNL_ARG_WORKSPACE] = memory(e.fwd.pd.workspace_desc(), Engine(), slot.mem.get());
+  e.fwd.prim.execute(Stream(), args);
+  Stream().wait();
+  return slot;
+}
+
+// Backward: from the forward's inputs `in`, outputs `out` and workspace (by `token`) and the
+// gradients `d_out` of its outputs, the gradients `d_in` of its inputs and dw_x, dw_h, db. The
+// workspace's slot is free again afterwards.
+template <class K>
+ffi::Error Backward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out, Token token, Seq d_out,
                     Seq d_in, F32 dw_x, F32 dw_h, F32 db, int32_t reverse) {
   return Guarded(std::string(K::kName) + " bwd", [&]() -> ffi::Error {
     auto found = Find<K>(in, w_x, w_h, b, reverse);
     if (!found) return found.error();
+    if (token.element_count() != 2)
+      return ffi::Error::InvalidArgument("the token must hold two uint32");
     Entry<K>& e = **found;
     std::lock_guard<std::mutex> lock(e.mu);
     Stage& s = e.Backward();
+    Pool::Slot& ws = Workspace(e, token.typed_data(), in, w_x, w_h, b);
     Args args = Common(e, s, in, w_x, w_h, b);
     Put(args, out, DNNL_ARG_DST_LAYER, DNNL_ARG_DST_ITER_C, DNNL_ARG_DST_ITER, e.d.dst_layer,
         e.d.iter);
-    args[DNNL_ARG_WORKSPACE] = memory(s.pd.workspace_desc(), Engine(), ws.untyped_data());
+    args[DNNL_ARG_WORKSPACE] = memory(s.pd.workspace_desc(), Engine(), ws.mem.get());
     Put(args, d_out, DNNL_ARG_DIFF_DST_LAYER, DNNL_ARG_DIFF_DST_ITER_C, DNNL_ARG_DIFF_DST_ITER,
         e.d.dst_layer, e.d.iter);
     Put(args, d_in, DNNL_ARG_DIFF_SRC_LAYER, DNNL_ARG_DIFF_SRC_ITER_C, DNNL_ARG_DIFF_SRC_ITER,
@@ -549,6 +652,7 @@ ffi::Error Backward(Seq in, F32 w_x, F32 w_h, F32 b, Seq out, Workspace ws, Seq 
     e.dwl.Finish(dwl_out, e.scratch);
     e.dwi.Finish(dwi_out, e.scratch);
     Stream().wait();
+    ws.busy = false;  // free for the next forward; its generation stays until one takes it
     return ffi::Error::Success();
   });
 }
@@ -598,11 +702,11 @@ auto ForCell(const char* cell, Fn fn) {
 }
 
 // The handlers: each cell's buffers, in the order of the targets above.
-using Bytes = ffi::ResultBuffer<ffi::U8>;
+using TokenOut = ffi::ResultBuffer<ffi::U32>;
 
 ffi::Error LstmFwd(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out cT, Out hT,
-                   Bytes ws, Reverse reverse) {
-  return Forward<Lstm>({xs, c0, h0}, w_x, w_h, b, {*ys, *cT, *hT}, &ws, *reverse);
+                   TokenOut token, Reverse reverse) {
+  return Forward<Lstm>({xs, c0, h0}, w_x, w_h, b, {*ys, *cT, *hT}, &token, *reverse);
 }
 
 ffi::Error LstmInfer(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out cT, Out hT,
@@ -611,17 +715,17 @@ ffi::Error LstmInfer(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Ou
 }
 
 ffi::Error LstmBwd(F32 xs, F32 c0, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 cT, F32 hT,
-                   Workspace ws, F32 dys, F32 dcT, F32 dhT, Out dxs, Out dc0, Out dh0,
+                   Token token, F32 dys, F32 dcT, F32 dhT, Out dxs, Out dc0, Out dh0,
                    Out dw_x, Out dw_h, Out db, Reverse reverse) {
-  return Backward<Lstm>({xs, c0, h0}, w_x, w_h, b, {ys, cT, hT}, ws, {dys, dcT, dhT},
+  return Backward<Lstm>({xs, c0, h0}, w_x, w_h, b, {ys, cT, hT}, token, {dys, dcT, dhT},
                         {*dxs, *dc0, *dh0}, *dw_x, *dw_h, *db, *reverse);
 }
 
 // The cells without a cell state (the gru, the rnn, the irnn): h only, through cell K.
 template <class K>
-ffi::Error HFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Bytes ws,
+ffi::Error HFwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, TokenOut token,
                 Reverse reverse) {
-  return Forward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, &ws,
+  return Forward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {*ys, std::nullopt, *hT}, &token,
                     *reverse);
 }
 
@@ -632,9 +736,9 @@ ffi::Error HInfer(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, Out ys, Out hT, Rever
 }
 
 template <class K>
-ffi::Error HBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Workspace ws, F32 dys,
+ffi::Error HBwd(F32 xs, F32 h0, F32 w_x, F32 w_h, F32 b, F32 ys, F32 hT, Token token, F32 dys,
                 F32 dhT, Out dxs, Out dh0, Out dw_x, Out dw_h, Out db, Reverse reverse) {
-  return Backward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT}, ws,
+  return Backward<K>({xs, std::nullopt, h0}, w_x, w_h, b, {ys, std::nullopt, hT}, token,
                      {dys, std::nullopt, dhT}, {*dxs, std::nullopt, *dh0}, *dw_x, *dw_h, *db,
                      *reverse);
 }
@@ -671,6 +775,28 @@ int32_t onednn_rnn_threads_for(const char* cell, int64_t N, int64_t H) {
   } catch (...) {
     return -1;
   }
+}
+
+// The workspace pool of `cell`'s problem: out = (slots, busy slots, bytes per slot); 0, or -1
+// on error.
+int onednn_rnn_pool(const char* cell, int64_t T, int64_t N, int64_t C, int64_t H,
+                    int32_t reverse, int64_t* out) {
+  int rc = -1;
+  OneThread::Run([&] {
+    try {
+      ForCell(cell, [&](auto k) {
+        auto* e = GetEntry<decltype(k)>({T, N, C, H, reverse != 0});
+        std::lock_guard<std::mutex> lock(e->mu);
+        out[0] = static_cast<int64_t>(e->pool.slots.size());
+        out[1] = e->pool.Busy();
+        out[2] = static_cast<int64_t>(e->pool.bytes);
+        return 0;
+      });
+      rc = 0;
+    } catch (...) {
+    }
+  });
+  return rc;
 }
 
 // Bytes of the forward-training workspace of `cell`; -1 on error.
