@@ -94,7 +94,9 @@ MODELS = {"rnnlab": rnnlab_model, "flax": flax_model, "rnnlab_par": _linear_form
           "rnnlab_seq": _linear_form(False), "rnnlab_fused": _fused,
           "rnnlab_onednn": _onednn, "rnnlab_scan": _scan,
           # the default path; its worker sets RNNLAB_ONEDNN_THREADS=auto (worker.ENVIRONMENT)
-          "rnnlab_auto": rnnlab_model, "rnnlab_passive": rnnlab_model, **experiments.MODELS}
+          "rnnlab_auto": rnnlab_model, "rnnlab_passive": rnnlab_model,
+          # RNNLAB_MALLOC=system and =keep (worker.ENVIRONMENT)
+          "rnnlab_system": rnnlab_model, "flax_keep": flax_model, **experiments.MODELS}
 
 
 def configure(threads: int) -> None:

@@ -81,7 +81,8 @@ from benchmarks import harness, speed, worker
 PEER = "flax"  # --one_process compares rnnlab with this peer only
 FRAMEWORKS = ("rnnlab", "flax", "torch")
 # Also accepted by --frameworks: rnnlab's engine variants, timed as peers of the default path.
-VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto", "rnnlab_passive")
+VARIANTS = ("rnnlab_fused", "rnnlab_onednn", "rnnlab_scan", "rnnlab_auto", "rnnlab_passive",
+            "rnnlab_system", "flax_keep")
 # The separate-process grid (D = H); --quick uses speed.py's quick grid, --one_process
 # speed.py's default grid.
 GRID = dict(batch=(16, 64, 256), length=(100, 500), hidden=(64, 128, 512))
@@ -102,7 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "rnnlab_fused (the fused backward pass forced on), rnnlab_onednn (oneDNN's "
                  "fused LSTM, GRU and RNN forced on: --device cpu), "
                  "rnnlab_scan (oneDNN off: the XLA scan for every cell), rnnlab_auto "
-                 "(RNNLAB_ONEDNN_THREADS=auto: oneDNN's threads chosen per problem); "
+                 "(RNNLAB_ONEDNN_THREADS=auto: oneDNN's threads chosen per problem), rnnlab_system "
+                 "(RNNLAB_MALLOC=system: glibc's malloc as it comes), flax_keep (Flax with "
+                 "rnnlab's malloc settings); "
                  f"default {SEPARATE_DEFAULTS['frameworks']}")
   p.add_argument("--cells", default=",".join(speed.CELLS))
   p.add_argument("--modes", default=",".join(harness.MODES))
@@ -186,6 +189,8 @@ def _resolve(args):
   # oneDNN's threads per call in rnnlab's workers (rnnlab.onednn.threads(); recorded so that
   # --resume refuses a file measured with another count)
   args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "auto")
+  # rnnlab's malloc settings (rnnlab/heap.py; files from before it have None: glibc's own)
+  args.malloc = os.environ.get("RNNLAB_MALLOC", "keep")
   return args
 
 
@@ -425,7 +430,7 @@ def run_separate(args, save=None, rows=()) -> list[dict]:
 
 # What a resumed run must share with the file it extends, so that its rows compare.
 RESUME_KEYS = ("frameworks", "rounds", "steps_per_round", "warmup", "threads", "device",
-               "onednn_threads")
+               "onednn_threads", "malloc")
 
 
 def _point(row) -> tuple:

@@ -44,14 +44,21 @@ BACKENDS = {
     # the default path with oneDNN's threads chosen per problem (ENVIRONMENT)
     "rnnlab_auto": "benchmarks.jax_models",
     "rnnlab_passive": "benchmarks.jax_models",
+    # the default path with glibc's own malloc settings (rnnlab/heap.py), and Flax with rnnlab's
+    "rnnlab_system": "benchmarks.jax_models",
+    "flax_keep": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
     "exp_tmajor": "benchmarks.jax_models",
     "exp_inloop": "benchmarks.jax_models",
     "exp_chunk": "benchmarks.jax_models",
 }
-# framework -> environment its worker sets before importing anything (the variable is read once)
+# framework -> environment its worker sets before importing anything (the variables are read
+# once). Flax's workers import rnnlab (benchmarks/jax_models.py), whose import sets malloc
+# (rnnlab/heap.py): "flax" turns that off, to time Flax as its users run it.
 ENVIRONMENT = {"rnnlab_auto": {"RNNLAB_ONEDNN_THREADS": "auto"},
-               "rnnlab_passive": {"RNNLAB_ONEDNN_THREADS": "auto", "OMP_WAIT_POLICY": "passive"}}
+               "rnnlab_passive": {"RNNLAB_ONEDNN_THREADS": "auto", "OMP_WAIT_POLICY": "passive"},
+               "rnnlab_system": {"RNNLAB_MALLOC": "system"},
+               "flax": {"RNNLAB_MALLOC": "system"}, "flax_keep": {"RNNLAB_MALLOC": "keep"}}
 # --device -> JAX_PLATFORMS: "cuda" fails loudly if JAX sees no GPU, rather than
 # silently timing the CPU.
 JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnlab import models, tasks
+from rnnlab import heap, models, tasks
 from rnnlab.checks import check_int
 from rnnlab.errors import DataNotFoundError, InvalidConfigError
 from rnnlab.training import analyses, optim, sharding, tracking
@@ -115,6 +115,7 @@ def validate(config):
     raise ValueError(f"The config has no {missing}; a training config has {list(SECTIONS)} "
                      "(build it from configs/base.py).")
   _check_finite(config)
+  heap.mode()  # a bad RNNLAB_MALLOC (read at import, where it cannot stop anything)
   check_int("seed", config.seed, 0, 2**31 - 1)
   tasks.validate(config.task)
   models.validate(config.model)
