@@ -190,7 +190,7 @@ def _resolve(args):
   # --resume refuses a file measured with another count)
   args.onednn_threads = os.environ.get("RNNLAB_ONEDNN_THREADS", "auto")
   # rnnlab's malloc settings (rnnlab/heap.py; files from before it have None: glibc's own)
-  args.malloc = os.environ.get("RNNLAB_MALLOC", "keep")
+  args.malloc = os.environ.get("RNNLAB_MALLOC", "system")
   return args
 
 

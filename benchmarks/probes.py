@@ -34,11 +34,11 @@ Every probe runs pinned to one core with XLA's Eigen pool off and times process 
               wavefront is faster).
   pages       the lstm training step (B, T, H from --point) through oneDNN (the CPU default)
               and through the scan (onednn=False), each in a fresh process, with glibc's
-              malloc as it comes and with ``keep``: mallopt(M_MMAP_MAX, 0), a trim
-              threshold of 64 GiB and one arena, set before JAX starts, so that large
-              buffers come from the one heap and stay mapped after free. --rounds rounds, the order reversed every
-              other; median CPU ms per step, minor page faults per step (pages touched for
-              the first time) and system CPU ms per step.
+              malloc as it comes (RNNLAB_MALLOC=system) and with ``keep``, rnnlab's default
+              (rnnlab/heap.py: requests below 2 GiB from malloc's heaps, which keep their
+              free pages). --rounds rounds, the order reversed every other; median CPU ms
+              per step, minor page faults per step (pages touched for the first time) and
+              system CPU ms per step.
 """
 
 from __future__ import annotations
@@ -263,21 +263,17 @@ def xla_flags(args) -> dict:
   return out
 
 
-PAGES = {"onednn": (None, False), "onednn keep": (None, True), "scan": (False, False),
-         "scan keep": (False, True)}  # variant -> (engine.scan's onednn, malloc kept)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
+PAGES = {"onednn": (None, "system"), "onednn keep": (None, "keep"), "scan": (False, "system"),
+         "scan keep": (False, "keep")}  # variant -> (engine.scan's onednn, RNNLAB_MALLOC)
 
 
 def _one_pages_process(args) -> None:
   """Child of ``pages``: the variant named by --variant, one JSON line of medians."""
-  import ctypes  # pylint: disable=g-import-not-at-top
   import resource  # pylint: disable=g-import-not-at-top
-  onednn, keep = PAGES[args.variant]
-  if keep:
-    libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 36)
-            and libc.mallopt(_M_ARENA_MAX, 1)):
-      raise RuntimeError("mallopt refused the settings")
+  from rnnlab import heap  # pylint: disable=g-import-not-at-top
+  onednn, malloc = PAGES[args.variant]
+  if heap.applied().split(":")[0] != malloc:
+    raise RuntimeError(f"malloc is {heap.applied()!r}, not {malloc!r}")
   b, t, h = args.point
   step = _train_step("lstm", b, t, h, onednn=onednn)
   rows = []
@@ -295,7 +291,8 @@ def pages(args) -> dict:
     for name in (list(PAGES) if r % 2 == 0 else list(PAGES)[::-1]):
       cmd = [sys.executable, "-m", "benchmarks.probes", "_one_pages", "--variant", name,
              "--point", ",".join(map(str, args.point)), "--repeats", str(args.repeats)]
-      done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+      env = {**os.environ, "RNNLAB_MALLOC": PAGES[name][1]}  # read when rnnlab is imported
+      done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
       if done.returncode:
         print(f"pages {name}: failed: {done.stderr.strip().splitlines()[-1:]}")
         continue

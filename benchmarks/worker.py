@@ -44,7 +44,8 @@ BACKENDS = {
     # the default path with oneDNN's threads chosen per problem (ENVIRONMENT)
     "rnnlab_auto": "benchmarks.jax_models",
     "rnnlab_passive": "benchmarks.jax_models",
-    # the default path with glibc's own malloc settings (rnnlab/heap.py), and Flax with rnnlab's
+    # the default path with glibc's own malloc settings (RNNLAB_MALLOC=system, rnnlab/heap.py),
+    # and Flax with RNNLAB_MALLOC=keep
     "rnnlab_system": "benchmarks.jax_models",
     "flax_keep": "benchmarks.jax_models",
     # engine variants for the slowdown investigation (benchmarks/experiments.py)
@@ -54,7 +55,8 @@ BACKENDS = {
 }
 # framework -> environment its worker sets before importing anything (the variables are read
 # once). Flax's workers import rnnlab (benchmarks/jax_models.py), whose import sets malloc
-# (rnnlab/heap.py): "flax" turns that off, to time Flax as its users run it.
+# where RNNLAB_MALLOC=keep (rnnlab/heap.py): "flax" keeps glibc's own, to time Flax as its
+# users run it, whatever the environment says.
 ENVIRONMENT = {"rnnlab_auto": {"RNNLAB_ONEDNN_THREADS": "auto"},
                "rnnlab_passive": {"RNNLAB_ONEDNN_THREADS": "auto", "OMP_WAIT_POLICY": "passive"},
                "rnnlab_system": {"RNNLAB_MALLOC": "system"},

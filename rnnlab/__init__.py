@@ -1,7 +1,7 @@
 """rnnlab: recurrent sequence models in JAX.
 
-Importing it sets glibc's malloc to keep the pages of XLA's per-step buffers mapped
-(``rnnlab/heap.py``; ``RNNLAB_MALLOC=system`` before the import leaves malloc alone)."""
+``RNNLAB_MALLOC=keep`` before the import sets glibc's malloc to keep the pages of XLA's
+per-step buffers (``rnnlab/heap.py``); by default malloc is left alone."""
 
 from rnnlab import heap as _heap
 

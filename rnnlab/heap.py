@@ -10,17 +10,25 @@ minor page fault per 4 KiB page. Measured on 2 cores (``python -m benchmarks.pro
 oneDNN's LSTM, B=16, T=500, H=64, one thread): about 6100 faults per step, a third of the
 step's CPU time.
 
-``keep``, rnnlab's default on glibc, sets M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to 2 GiB - 1
-at import (``rnnlab/__init__.py``): requests below that come from malloc's heaps, which keep
-up to that much free space instead of giving it back, so the buffers of one step reuse the
-pages of the last. The price: a process keeps the memory of its largest step after the step
-ends. Not covered: a request over 64 MiB from any thread but the main one (XLA runs calls on
-its own threads) is still a fresh ``mmap``, since a thread's heap holds at most 64 MiB; only
-M_ARENA_MAX = 1 (one heap for all threads) would cover it, and that made the quickstart take
+``RNNLAB_MALLOC=keep`` (opt-in; set it before rnnlab is imported) sets M_MMAP_THRESHOLD and
+M_TRIM_THRESHOLD to 2 GiB - 1 at import (``rnnlab/__init__.py``): requests below that come
+from malloc's heaps, which keep up to that much free space instead of giving it back, so the
+buffers of one step reuse the pages of the last. It pays where a step's buffers are 32-64 MiB
+and goes no further: a request over 64 MiB from any thread but the main one (XLA runs calls on
+its own threads) is still a fresh ``mmap``, since a thread's heap holds at most 64 MiB. Only
+M_ARENA_MAX = 1 (one heap for all threads) would cover that, and it made the quickstart take
 1.8x as long (threads wait for each other's malloc calls).
 
-``RNNLAB_MALLOC=system`` leaves glibc's defaults alone (set it before rnnlab is imported);
-other C libraries (musl, macOS) are always left alone.
+Why opt-in: oneDNN's workspace, the largest of those buffers, now lives in the library's own
+pool (``onednn.pool``), which removed the faults of the oneDNN path, and what is left gained
+little. On the paired grid (benchmarks/README.md) ``keep`` trained the lstm and gru at a
+median 1.01x of ``system`` (0.96-1.14x) and the rnn's scan at 0.97x (0.89-1.35x: 1.3x where
+its buffers fall in the 32-64 MiB band, a few percent behind elsewhere). That is not enough to
+change every importer's malloc, and the price is a process that keeps the memory of its largest
+step after the step ends.
+
+``system`` (the default) leaves glibc alone; other C libraries (musl, macOS) are always left
+alone.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import ctypes.util
 import os
 
 ENV = "RNNLAB_MALLOC"
-MODES = ("keep", "system")
+MODES = ("system", "keep")
 # glibc's mallopt parameters (malloc.h) and the values ``keep`` sets; mallopt takes an int.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 LIMIT = 2**31 - 1
@@ -40,11 +48,11 @@ _applied: str | None = None  # what configure() did, for applied()
 
 
 def mode() -> str:
-  """``RNNLAB_MALLOC``: ``keep`` (unset) or ``system``; ValueError for anything else."""
-  text = os.environ.get(ENV, "keep").strip().lower()
+  """``RNNLAB_MALLOC``: ``system`` (unset) or ``keep``; ValueError for anything else."""
+  text = os.environ.get(ENV, "system").strip().lower()
   if text not in MODES:
-    raise ValueError(f"{ENV} must be keep (the default: malloc keeps XLA's per-step buffers "
-                     f"mapped) or system (glibc's own settings), got "
+    raise ValueError(f"{ENV} must be system (the default: glibc's own settings) or keep "
+                     f"(malloc keeps the pages of XLA's per-step buffers), got "
                      f"{os.environ.get(ENV)!r}")
   return text
 

@@ -1,6 +1,7 @@
-"""rnnlab's malloc settings (``rnnlab/heap.py``): set at import, they keep a step's large XLA
-buffers in malloc's heap, so that the next step reuses their pages instead of faulting in fresh
-ones; ``RNNLAB_MALLOC=system`` leaves glibc alone, and anything else is a config error."""
+"""rnnlab's malloc settings (``rnnlab/heap.py``): ``RNNLAB_MALLOC=keep``, set at import, keeps
+a step's large XLA buffers in malloc's heap, so that the next step reuses their pages instead of
+faulting in fresh ones; ``system``, the default, leaves glibc alone, and anything else is a
+config error."""
 
 import os
 import subprocess
@@ -51,12 +52,12 @@ def test_keep_reuses_the_pages_of_a_large_buffer_and_system_does_not():
 
 
 def test_the_test_process_runs_with_what_its_environment_asks():
-  want = "keep" if GLIBC and os.environ.get("RNNLAB_MALLOC", "keep") == "keep" else "system"
+  want = "keep" if GLIBC and os.environ.get("RNNLAB_MALLOC") == "keep" else "system"
   assert heap.applied().split(":")[0] == want
   assert heap.configure() == heap.applied()  # once per process
 
 
-@pytest.mark.parametrize("value,mode", [(None, "keep"), ("keep", "keep"), (" System ", "system")])
+@pytest.mark.parametrize("value,mode", [(None, "system"), (" Keep ", "keep"), ("system", "system")])
 def test_mode_reads_the_variable(monkeypatch, value, mode):
   if value is None:
     monkeypatch.delenv("RNNLAB_MALLOC", raising=False)
@@ -67,6 +68,6 @@ def test_mode_reads_the_variable(monkeypatch, value, mode):
 
 def test_a_bad_value_is_a_config_error_before_training(monkeypatch):
   monkeypatch.setenv("RNNLAB_MALLOC", "jemalloc")
-  with pytest.raises(ValueError, match=r"RNNLAB_MALLOC must be keep \(the default: .*\) or "
-                                       r"system \(glibc's own settings\), got 'jemalloc'"):
+  with pytest.raises(ValueError, match=r"RNNLAB_MALLOC must be system \(the default: glibc's "
+                                       r"own settings\) or keep \(.*\), got 'jemalloc'"):
     job_lib.validate(tiny_config())
