@@ -17,7 +17,7 @@ buffers of one step reuse the pages of the last. It pays where a step's buffers 
 and goes no further: a request over 64 MiB from any thread but the main one (XLA runs calls on
 its own threads) is still a fresh ``mmap``, since a thread's heap holds at most 64 MiB. Only
 M_ARENA_MAX = 1 (one heap for all threads) would cover that, and it made the quickstart take
-1.8x as long (threads wait for each other's malloc calls).
+about twice as long (threads wait for each other's malloc calls; benchmarks/README.md).
 
 Why opt-in: oneDNN's workspace, the largest of those buffers, now lives in the library's own
 pool (``onednn.pool``), which removed the faults of the oneDNN path, and what is left gained
@@ -82,10 +82,9 @@ def configure() -> str:
   except ValueError:
     wanted = "system"
   libc = _glibc() if wanted == "keep" else None
-  if wanted == "system":
-    _applied = "system: glibc's own settings"
-  elif libc is None:
-    _applied = "system: the C library is not glibc"
+  if libc is None:
+    _applied = ("system: glibc's own settings" if wanted == "system"
+                else "system: the C library is not glibc")
   elif all(libc.mallopt(param, value) == 1 for param, value in KEEP):
     _applied = "keep"
   else:

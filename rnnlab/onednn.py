@@ -197,8 +197,6 @@ def _load():
   so.onednn_rnn_threads_for.restype = ctypes.c_int32
   so.onednn_rnn_threads_for.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int64]
   problem = [ctypes.c_char_p] + [ctypes.c_int64] * 4 + [ctypes.c_int32]  # cell, T, N, C, H, rev.
-  so.onednn_rnn_workspace_bytes.restype = ctypes.c_int64
-  so.onednn_rnn_workspace_bytes.argtypes = problem
   so.onednn_rnn_info.restype = ctypes.c_int
   so.onednn_rnn_info.argtypes = problem + [ctypes.c_char_p, ctypes.c_int64]
   so.onednn_rnn_pool.restype = ctypes.c_int
@@ -223,20 +221,11 @@ def _library():
   return so
 
 
-@functools.cache
-def workspace_bytes(t: int, n: int, c: int, h: int, reverse: bool, *, cell: str = "lstm") -> int:
-  """Bytes of oneDNN's forward-training workspace (what backward reads) for one problem of
-  ``cell`` (one of ``CELLS``)."""
-  size = _library().onednn_rnn_workspace_bytes(cell.encode(), t, n, c, h, int(reverse))
-  if size < 0:
-    raise RuntimeError(f"oneDNN could not create its {cell} for T={t}, B={n}, D={c}, H={h}.")
-  return int(size)
-
-
 def pool(t: int, n: int, c: int, h: int, reverse: bool = False, *,
          cell: str = "lstm") -> dict[str, int]:
-  """The library's workspace pool for one problem of ``cell``: ``slots`` (workspaces held;
-  each of ``bytes``) and ``busy`` (written by a forward whose backward has not run yet).
+  """The library's workspace pool for one problem of ``cell`` (one of ``CELLS``): ``slots``
+  (workspaces held), ``bytes`` (oneDNN's forward-training workspace, what backward reads: the
+  size of each) and ``busy`` (written by a forward whose backward has not run yet).
 
   Training forwards write oneDNN's workspace into a slot and return a token; backward reads it
   and frees the slot. The slots are never given back: a training loop reuses the same pages at

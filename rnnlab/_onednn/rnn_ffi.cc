@@ -29,9 +29,9 @@
 //       -> (dxs, dc0, dh0, dw_x, dw_h, db)
 //   onednn_gru_fwd, onednn_gru_infer, onednn_gru_bwd: the same without c0, cT and their
 //       gradients.
-// and the C functions onednn_rnn_workspace_bytes(cell, T, N, C, H, reverse) (Python sizes
-// the workspace output with it at trace time) and onednn_rnn_info(cell, ...) (debugging: the
-// implementation and weight formats oneDNN picked), cell "lstm" or "gru".
+// and the C functions onednn_rnn_pool(cell, T, N, C, H, reverse, out) (a problem's workspace
+// pool: slots, busy slots, bytes per slot) and onednn_rnn_info(cell, ...) (debugging: the
+// implementation and weight formats oneDNN picked), cell one of "lstm", "gru", "rnn", "irnn".
 //
 // Primitive descriptors, primitives, weight reorders, reordered weight buffers and a
 // scratchpad are cached per cell and (T, N, C, H, reverse) and never evicted, each entry
@@ -797,23 +797,6 @@ int onednn_rnn_pool(const char* cell, int64_t T, int64_t N, int64_t C, int64_t H
     }
   });
   return rc;
-}
-
-// Bytes of the forward-training workspace of `cell`; -1 on error.
-int64_t onednn_rnn_workspace_bytes(const char* cell, int64_t T, int64_t N, int64_t C,
-                                   int64_t H, int32_t reverse) {
-  int64_t bytes = -1;
-  OneThread::Run([&] {
-    try {
-      bytes = ForCell(cell, [&](auto k) {
-        using K = decltype(k);
-        Problem p{T, N, C, H, reverse != 0};
-        return static_cast<int64_t>(GetEntry<K>(p)->fwd.pd.workspace_desc().get_size());
-      });
-    } catch (...) {
-    }
-  });
-  return bytes;
 }
 
 // Debug: writes a description of the chosen formats/implementations into buf; 0, or -1 with
